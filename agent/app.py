@@ -1,0 +1,229 @@
+"""``App``: the composition root. Register devices with decorators, then ``run()`` or ``cli()``.
+
+::
+
+    app = agent.App("gas2mqtt", "1.0.0")
+
+    @app.telemetry("meter", interval=10)
+    def meter(port: GasMeterPort) -> dict:
+        return {"m3": port.read()}
+
+    @app.command("valve")
+    def valve(payload: str, ctx: agent.DeviceContext) -> dict:
+        return {"open": payload == "open"}
+
+    app.run()
+
+Handlers are plain functions; each device runs on its own thread (see ``agent.runtime``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agent.adapters import AdapterSpec, Adapters
+from agent.clock import ClockPort
+from agent.injection import check_plain_function, signature_params
+from agent.registry import IntervalSpec, Registry
+from agent.settings import Settings
+from agent.topics import validate_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+LifespanFunc = Callable[..., Any]
+"""Takes an AppContext and returns a context manager (e.g. a @contextmanager function)."""
+
+log = logging.getLogger("agent.app")
+
+
+class App:
+    """Central composition root: device registrations, adapters, lifespan; runs them."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str = "0.0.0",
+        *,
+        description: str = "IoT-to-MQTT bridge",
+        settings_class: type[Settings] = Settings,
+        dry_run: bool = False,
+        heartbeat_interval: float | None = 60.0,
+        health_check_interval: float | None = 30.0,
+        lifespan: LifespanFunc | None = None,
+        adapters: dict[type, AdapterSpec | tuple[AdapterSpec, AdapterSpec]] | None = None,
+        error_type_map: dict[type[BaseException], str] | None = None,
+        command_queue_size: int = 64,
+        shutdown_grace: float = 5.0,
+    ) -> None:
+        self.name = validate_name(name, "app")
+        self.version = version
+        self.description = description
+        self.settings_class = settings_class
+        self.dry_run = dry_run
+        self.heartbeat_interval = heartbeat_interval
+        # Adapter health checks arrive with supervision; the interval is accepted already so
+        # apps written against the reference run unchanged.
+        self.health_check_interval = health_check_interval
+        if lifespan is not None:
+            check_plain_function(lifespan, "lifespan")
+        self.lifespan = lifespan
+        self.error_type_map = dict(error_type_map or {})
+        if command_queue_size < 1:
+            raise ValueError(f"command_queue_size must be >= 1, got {command_queue_size}")
+        self.command_queue_size = command_queue_size
+        if shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0, got {shutdown_grace}")
+        self.shutdown_grace = shutdown_grace
+        self.registry = Registry()
+        self.adapters = Adapters()
+        self.configure_hooks: list[Callable[..., Any]] = []
+        for port_type, spec in (adapters or {}).items():
+            if isinstance(spec, tuple):
+                self.adapter(port_type, spec[0], dry_run=spec[1])
+            else:
+                self.adapter(port_type, spec)
+        self._settings: Settings | None = None
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the environment and ./.env, loaded on first use."""
+        if self._settings is None:
+            self._settings = self.settings_class.load()
+        return self._settings
+
+    # -- registration -----------------------------------------------------------------------
+
+    def device(
+        self, name: str | None = None, *, init: Callable[..., Any] | None = None,
+        enabled: bool = True,
+    ) -> Callable[[F], F]:
+        """Register a device function run once on its own thread (usually a loop)."""
+        def decorator(func: F) -> F:
+            self.registry.add("device", name, func, init=init, enabled=enabled)
+            return func
+        return decorator
+
+    def add_device(
+        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
+        init: Callable[..., Any] | None = None, enabled: bool = True, is_root: bool = False,
+    ) -> None:
+        """Imperative form of :meth:`device` (named unless ``is_root``)."""
+        self.registry.add("device", _name_of(name), func, init=init, enabled=enabled,
+                          is_root=is_root)
+
+    def telemetry(
+        self, name: str | None = None, *, interval: IntervalSpec,
+        init: Callable[..., Any] | None = None, enabled: bool = True,
+    ) -> Callable[[F], F]:
+        """Register a handler called every ``interval`` seconds; a returned dict is published
+        as state (None publishes nothing). ``interval`` may be a function of the settings."""
+        def decorator(func: F) -> F:
+            self.registry.add("telemetry", name, func, init=init, enabled=enabled,
+                              interval=interval)
+            return func
+        return decorator
+
+    def add_telemetry(
+        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
+        interval: IntervalSpec, init: Callable[..., Any] | None = None,
+        enabled: bool = True, is_root: bool = False,
+    ) -> None:
+        """Imperative form of :meth:`telemetry`."""
+        self.registry.add("telemetry", _name_of(name), func, init=init, enabled=enabled,
+                          interval=interval, is_root=is_root)
+
+    def command(
+        self, name: str | None = None, *, init: Callable[..., Any] | None = None,
+        enabled: bool = True,
+    ) -> Callable[[F], F]:
+        """Register a handler called for each command on ``{prefix}/{name}/set``; parameters
+        named ``topic`` and ``payload`` get the message, a returned dict is published."""
+        def decorator(func: F) -> F:
+            self.registry.add("command", name, func, init=init, enabled=enabled)
+            return func
+        return decorator
+
+    def add_command(
+        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
+        init: Callable[..., Any] | None = None, enabled: bool = True, is_root: bool = False,
+    ) -> None:
+        """Imperative form of :meth:`command`."""
+        self.registry.add("command", _name_of(name), func, init=init, enabled=enabled,
+                          is_root=is_root)
+
+    def adapter(
+        self, port_type: type, impl: AdapterSpec, *, dry_run: AdapterSpec | None = None
+    ) -> None:
+        """Map a port type to its implementation (and an optional dry-run variant)."""
+        self.adapters.register(port_type, impl, dry_run=dry_run)
+
+    def on_configure(self, func: F) -> F:
+        """Register a hook run after settings and adapters are ready, before devices start."""
+        check_plain_function(func, "on_configure hook")
+        signature_params(func, "on_configure hook")
+        self.configure_hooks.append(func)
+        return func
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        mqtt: Any | None = None,
+        settings: Settings | None = None,
+        shutdown_event: threading.Event | None = None,
+        clock: ClockPort | None = None,
+    ) -> None:
+        """Run until shutdown (blocking). SIGTERM/SIGINT start a graceful shutdown when no
+        ``shutdown_event`` is given and this is the main thread."""
+        from agent.runtime.supervisor import Runtime
+
+        settings = settings if settings is not None else self.settings
+        if not logging.getLogger().handlers:
+            from agent.logs import configure_logging
+
+            configure_logging(settings.logging, service=self.name, version=self.version)
+        event = shutdown_event if shutdown_event is not None else threading.Event()
+        restore = _install_signal_handlers(event) if shutdown_event is None else None
+        runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
+        try:
+            runtime.start()
+            runtime.wait()
+        finally:
+            event.set()
+            runtime.stop()
+            if restore is not None:
+                restore()
+
+    def cli(self, argv: list[str] | None = None) -> int:
+        """Run with command-line arguments (``--config``, ``--dry-run``, ...); returns the exit
+        code: 0 after a clean shutdown, 78 for a configuration error, 1 otherwise."""
+        from agent.cli import run_app
+
+        return run_app(self, argv)
+
+
+def _name_of(name: str | Callable[..., Any]) -> str:
+    return name if isinstance(name, str) else name.__name__
+
+
+def _install_signal_handlers(event: threading.Event) -> Callable[[], None] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,146 @@
+"""The command line: ``App.cli()`` and the ``agent`` console command.
+
+``agent --config /etc/agent.toml`` reads ``app = "module:attribute"`` from the config file,
+imports that App (the config file's folder and the working directory are searched first) and
+runs it with the rest of the file as its settings.
+
+Exit codes: 0 after a clean shutdown, 78 (``EX_CONFIG``) for a configuration error — one line
+on stderr naming the file, the key and the fix, no traceback — and 1 for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.settings import ConfigError
+
+if TYPE_CHECKING:
+    from agent.app import App
+
+EX_OK = 0
+EX_UNEXPECTED = 1
+EX_CONFIG = 78
+
+log = logging.getLogger("agent.cli")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    from agent import __version__
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", metavar="PATH", help="TOML settings file")
+    parser.add_argument("--env-file", metavar="PATH", help="a .env file (default: ./.env if present)")
+    parser.add_argument("--dry-run", action="store_true", help="use the dry-run adapters")
+    parser.add_argument("--log-level", metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (overrides the settings)")
+    parser.add_argument("--log-format", choices=["json", "text"],
+                        help="log format (overrides the settings)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _load_settings(app: App, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    kwargs = {}
+    if args.env_file is not None:
+        kwargs["env_file"] = args.env_file
+    settings = app.settings_class.load(config_file=args.config, **kwargs)
+    if args.log_level is not None:
+        level = args.log_level.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"--log-level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                              f"found {args.log_level!r}")
+        settings.logging.level = level
+    if args.log_format is not None:
+        settings.logging.format = args.log_format
+    return settings
+
+
+def run_app(app: App, argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv``, load settings, configure logging and run ``app``; return the exit code."""
+    from agent.logs import configure_logging
+
+    parser = build_parser(prog or app.name, app.description)
+    args = parser.parse_args(argv)
+    try:
+        settings = _load_settings(app, args)
+    except ConfigError as exc:
+        print(f"{parser.prog}: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    configure_logging(settings.logging, service=app.name, version=app.version)
+    if args.dry_run:
+        app.dry_run = True
+    try:
+        app.run(settings=settings)
+    except ConfigError as exc:
+        print(f"{parser.prog}: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except Exception:
+        log.critical("%s stopped by an unexpected error", app.name, exc_info=True)
+        return EX_UNEXPECTED
+    return EX_OK
+
+
+def _app_spec(config: str | None) -> str:
+    """Read the ``app`` key of the config file without validating the rest (its schema is
+    the app's settings class, known only once the app is imported)."""
+    from agent.settings import read_toml
+
+    if config is None:
+        raise ConfigError("no --config given: the agent command needs a config file with "
+                          'app = "module:attribute"')
+    data = read_toml(Path(config))
+    spec = data.get("app")
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f'{config}: app: expected "module:attribute" naming the App to run, '
+                          f"found {spec!r}")
+    return spec
+
+
+def _import_app(spec: str, config: str) -> App:
+    from agent.adapters import load_string
+    from agent.app import App
+
+    module_name = spec.partition(":")[0]
+    for folder in (str(Path(config).resolve().parent), str(Path.cwd())):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        obj = load_string(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"{config}: app: cannot import {spec!r}: no module named "
+                              f"{exc.name!r} (put it next to the config file or install it)"
+                              ) from None
+        raise
+    except AttributeError:
+        raise ConfigError(f"{config}: app: module {module_name!r} has no attribute "
+                          f"{spec.partition(':')[2]!r}") from None
+    if not isinstance(obj, App):
+        raise ConfigError(f"{config}: app: {spec!r} is a {type(obj).__name__}, not an agent.App")
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``agent`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser("agent", "Run an IoT-to-MQTT bridge from a config file.")
+    args = parser.parse_args(argv)
+    try:
+        app = _import_app(_app_spec(args.config), args.config)
+    except ConfigError as exc:
+        print(f"agent: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except Exception as exc:
+        print(f"agent: could not load the app: {type(exc).__name__}: {exc}", file=sys.stderr)
+        logging.basicConfig()
+        log.debug("import failure", exc_info=True)
+        return EX_UNEXPECTED
+    return run_app(app, argv, prog="agent")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

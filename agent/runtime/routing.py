@@ -1,0 +1,121 @@
+"""Inbound routing: command topic → the device's inbox. Runs on paho's network thread.
+
+Everything here is quick and never blocks: parse the topic, check the payload, put a
+``Command`` into a bounded inbox. Bad input (retained commands, oversized or non-UTF-8
+payloads, unknown devices, a full queue) is reported — log and error payload — and dropped;
+the devices keep serving.
+
+Three wildcard subscriptions cover every command topic (``{prefix}/set``, ``{prefix}/+/set``,
+``{prefix}/+/+/set``). They never overlap, so the broker delivers each message once, and the
+routing by name happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.clock import ClockPort
+from agent.context import Command
+from agent.errors import CommandQueueFull, InvalidPayload, PayloadTooLarge
+from agent.runtime.inbox import Inbox
+from agent.topics import Topics
+
+log = logging.getLogger("agent.routing")
+
+Report = Callable[[BaseException, "str | None", bool, dict[str, object]], None]
+"""(error, device, is_root, details) → publish and log it."""
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    is_root: bool
+    inbox: Inbox
+
+
+class Router:
+    """Maps inbound messages on command topics to device inboxes."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        routes: list[Route],
+        *,
+        report: Report,
+        clock: ClockPort,
+        max_payload_bytes: int,
+    ) -> None:
+        self._topics = topics
+        self._named = {r.name: r for r in routes if not r.is_root}
+        self._root = next((r for r in routes if r.is_root), None)
+        self._report = report
+        self._clock = clock
+        self._max = max_payload_bytes
+
+    def subscriptions(self) -> list[str]:
+        if not self._named and self._root is None:
+            return []
+        p = self._topics.prefix
+        return [f"{p}/set", f"{p}/+/set", f"{p}/+/+/set"]
+
+    def _resolve(self, first: str | None, second: str | None) -> tuple[Route | None, str | None]:
+        if first is None:
+            return self._root, None
+        if first in self._named:
+            return self._named[first], second
+        if second is None and self._root is not None:
+            return self._root, first  # {prefix}/{sub}/set of the root device
+        return None, None
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        parsed = self._topics.parse_command(topic)
+        if parsed is None:
+            return
+        route, sub = self._resolve(*parsed)
+        if retained:
+            log.warning(
+                "ignored a retained command on %s: retained commands would replay at every "
+                "reconnect; publish commands with retain=false (clear it with an empty "
+                "retained message)",
+                topic,
+            )
+            return
+        if route is None:
+            self._report(
+                LookupError(f"no device accepts commands on {topic}"),
+                None, False, {"topic": topic},
+            )
+            return
+        if len(payload) > self._max:
+            self._report(
+                PayloadTooLarge(
+                    f"command payload of {len(payload)} bytes exceeds the limit of {self._max}"
+                ),
+                route.name, route.is_root, {"topic": topic, "size": len(payload)},
+            )
+            return
+        try:
+            text = payload.decode("utf-8") if isinstance(payload, bytes) else str(payload)
+        except UnicodeDecodeError as exc:
+            self._report(
+                InvalidPayload(f"command payload is not UTF-8 text: {exc.reason} at byte {exc.start}"),
+                route.name, route.is_root, {"topic": topic},
+            )
+            return
+        command = Command(
+            topic=topic, payload=text, device=route.name, sub_topic=sub,
+            received_at=self._clock.now(),
+        )
+        dropped = route.inbox.put_command(command)
+        if dropped is command:
+            return  # the device is shutting down
+        if isinstance(dropped, Command):
+            self._report(
+                CommandQueueFull(
+                    f"command queue of {route.name!r} is full: dropped the oldest pending "
+                    f"command (on {dropped.topic})"
+                ),
+                route.name, route.is_root, {"dropped_topic": dropped.topic},
+            )

@@ -1,0 +1,232 @@
+"""The runtime of one ``App.run()``: start everything in order, wait, stop in reverse.
+
+Start: adapters → MQTT port wiring (router, reconnect hook) → adapters entered → lifespan →
+``on_configure`` hooks → MQTT start (never blocks on the broker) → one thread per device →
+the scheduler thread (telemetry ticks, heartbeat).
+
+Stop (when the shutdown event is set): scheduler stopped → every inbox closed, which wakes
+every ``ctx.sleep`` and ``ctx.commands`` → device threads joined within the grace period
+(real seconds: the bound is for systemd and the user, not for the simulated time of a fake
+clock) → lifespan and adapters exited → ``offline`` for every device and the app, waited for
+until the broker acknowledges → disconnect. A thread that overruns the grace period is named
+in the log; it is a daemon thread, so the process still exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from agent import clock as clock_mod
+from agent.clock import ClockPort, SystemClock
+from agent.context import AppContext, Command, DeviceContext, StateCache
+from agent.errors import ErrorPublisher
+from agent.health import HealthReporter, build_will_config
+from agent.injection import call_with_injection
+from agent.runtime.inbox import Inbox
+from agent.runtime.routing import Route, Router
+from agent.runtime.scheduler import Scheduler
+from agent.runtime.worker import Worker
+from agent.topics import Topics
+
+if TYPE_CHECKING:
+    from agent.app import App
+
+log = logging.getLogger("agent.runtime")
+
+
+class Runtime:
+    """Everything one run of an App owns; built by ``App.run``."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        settings: Any,
+        mqtt: Any | None,
+        shutdown_event: threading.Event,
+        clock: ClockPort | None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock: ClockPort = clock if clock is not None else SystemClock()
+        self.shutdown_event = shutdown_event
+        mqtt_settings = settings.mqtt
+        self.prefix = mqtt_settings.topic_prefix or app.name
+        self.topics = Topics(self.prefix)
+        if mqtt is None:
+            from agent.mqtt.paho import MqttClient  # only the real run needs paho
+
+            mqtt = MqttClient(mqtt_settings, will=build_will_config(self.prefix))
+        self.mqtt = mqtt
+        self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
+        self.errors = ErrorPublisher(mqtt, self.prefix, dict(app.error_type_map))
+        self.states = StateCache()
+        self.scheduler = Scheduler(self.clock)
+        self.workers: list[Worker] = []
+        self._stack = contextlib.ExitStack()
+        self._started_mqtt = False
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def report(
+        self, error: BaseException, device: str | None, is_root: bool, details: dict[str, object]
+    ) -> None:
+        """Publish an error payload (the caller has logged what it wants to log)."""
+        if device is None:
+            log.warning("%s", error)
+        self.errors.publish(error, device=device, is_root=is_root, details=details)
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        app, settings = self.app, self.settings
+        adapters = app.adapters.resolve(settings, dry_run=app.dry_run)
+        providers: dict[Any, object] = {
+            type(settings): settings,
+            ClockPort: self.clock,
+            type(self.clock): self.clock,
+            **adapters,
+        }
+        max_payload = getattr(settings.mqtt, "max_payload_bytes", 256 * 1024)
+
+        routes: list[Route] = []
+        for reg in app.registry:
+            if not reg.enabled:
+                log.info("device %r is disabled", reg.name)
+                continue
+            inbox = Inbox(self.clock, app.command_queue_size)
+            ctx = DeviceContext(
+                name=reg.name, settings=settings, mqtt=self.mqtt, topic_prefix=self.prefix,
+                shutdown_event=self.shutdown_event, adapters=adapters, clock=self.clock,
+                is_root=reg.is_root, inbox=inbox, states=self.states,
+                on_handler_error=self._handler_error(reg.name, reg.is_root),
+            )
+            device_providers = {
+                **providers,
+                DeviceContext: ctx,
+                logging.Logger: logging.getLogger(f"agent.device.{reg.name}"),
+            }
+            self.workers.append(
+                Worker(reg, ctx, inbox, device_providers, health=self.health, report=self.report)
+            )
+            if reg.accepts_commands:
+                routes.append(Route(reg.name, reg.is_root, inbox))
+
+        router = Router(self.topics, routes, report=self.report, clock=self.clock,
+                        max_payload_bytes=max_payload)
+        if hasattr(self.mqtt, "on_message"):
+            self.mqtt.on_message(router.on_message)
+        for topic in router.subscriptions():
+            self.mqtt.subscribe(topic, qos=1)
+        if hasattr(self.mqtt, "on_connect"):
+            self.mqtt.on_connect(self._on_connected)
+
+        for adapter in adapters.values():
+            if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
+                self._stack.enter_context(adapter)  # type: ignore[arg-type]
+        if app.lifespan is not None:
+            self._stack.enter_context(app.lifespan(AppContext(settings=settings,
+                                                              adapters=adapters)))
+        hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
+        for hook in app.configure_hooks:
+            call_with_injection(hook, hook_providers, "on_configure hook")
+
+        if hasattr(self.mqtt, "start"):
+            self.mqtt.start()
+            self._started_mqtt = True
+        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
+            self._on_connected()  # already connected (a test double): no event will come
+
+        for worker in self.workers:
+            worker.start()
+        for worker in self.workers:
+            if worker.reg.kind == "telemetry":
+                self._schedule_telemetry(worker)
+        if app.heartbeat_interval:
+            self.scheduler.every(app.heartbeat_interval, self.health.publish_heartbeat,
+                                 name="heartbeat")
+        self.scheduler.start()
+        log.info("%s %s started: %d device(s), prefix %r", app.name, app.version,
+                 len(self.workers), self.prefix)
+
+    def _schedule_telemetry(self, worker: Worker) -> None:
+        from agent.registry import check_interval
+
+        spec = worker.reg.interval
+        seconds = check_interval(spec(self.settings) if callable(spec) else spec,
+                                 f"interval of {worker.name!r}")
+        inbox, name = worker.inbox, worker.name
+
+        def tick() -> None:
+            if not inbox.put_tick():
+                skipped = inbox.skipped_ticks
+                self.health.set_device_status(name, "busy", skipped_ticks=skipped)
+                if _is_power_of_ten(skipped):
+                    log.warning("device %r is slower than its interval of %ss: %d tick(s) "
+                                "skipped so far", name, seconds, skipped)
+
+        self.scheduler.every(seconds, tick, name=f"telemetry:{name}")
+
+    def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
+        def on_error(exc: BaseException, command: Command) -> None:
+            log.warning("device %r: command handler failed: %s", name, exc, exc_info=exc)
+            self.report(exc, name, is_root, {"topic": command.topic})
+
+        return on_error
+
+    def _on_connected(self) -> None:
+        """After every (re)connect: heartbeat, availability, then the latest states.
+
+        Runs on paho's network thread (framework code only; every publish just queues).
+        """
+        self.health.publish_heartbeat()
+        for name, is_root in self.health.devices():
+            self.health.publish_device_available(name, is_root=is_root)
+        for topic, payload in self.states.items():
+            self.mqtt.publish(topic, payload, retain=True, qos=1)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        grace = self.app.shutdown_grace
+        log.info("shutting down (grace period %ss)", grace)
+        if not self.scheduler.stop(timeout=grace):
+            log.error("the scheduler thread did not stop within %ss", grace)
+        for worker in self.workers:
+            dropped = worker.inbox.close()
+            if dropped:
+                log.warning("device %r: %d pending item(s) dropped at shutdown",
+                            worker.name, dropped)
+        real = SystemClock()
+        deadline = real.now() + grace
+        for worker in self.workers:
+            if worker.thread.ident is not None:
+                worker.thread.join(max(0.0, deadline - real.now()))
+        overrun = [w.thread.name for w in self.workers if w.thread.is_alive()]
+        if overrun:
+            log.error("still running after the %ss grace period, left behind: %s",
+                      grace, ", ".join(overrun))
+        try:
+            self._stack.close()
+        except Exception:
+            log.exception("error while exiting the lifespan/adapters")
+        self.health.shutdown()
+        if self._started_mqtt:
+            if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):
+                log.warning("the broker did not acknowledge the final messages within %ss",
+                            grace)
+            self.mqtt.stop()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        """Block the calling (main) thread until shutdown is requested."""
+        clock_mod.wait(SystemClock(), self.shutdown_event, None)
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
