@@ -1,0 +1,223 @@
+"""Heartbeats and availability: telling MQTT (and Home Assistant) that the agent is alive.
+
+Three signals, all retained QoS 1 so a consumer that connects later still sees them:
+
+* ``{prefix}/status``: a JSON heartbeat while the agent runs::
+
+      {"status": "online", "uptime_s": 12.3, "version": "0.1.0",
+       "devices": {"gas": {"status": "ok"}, "pump": {"status": "error", "skipped_ticks": 2}}}
+
+  and plain ``offline`` on clean shutdown, or from the broker as the last will
+  (:func:`build_will_config`) when the agent dies or loses its connection.
+* ``{prefix}/{device}/availability`` (root device: ``{prefix}/availability``): ``online`` /
+  ``offline`` per device.
+
+Uptime is measured on the monotonic :class:`agent.clock.ClockPort` (a wall-clock jump after
+NTP sync must not make it negative or huge) and rounded to 0.1 s: finer digits are noise in
+a heartbeat sent every minute, and a retained payload that changes less churns less.
+
+Every publication is fire-and-forget: failures are logged, never raised, because losing
+one heartbeat is better than losing the device thread that tried to send it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.mqtt.port import WillConfig
+from agent.topics import Topics
+
+if TYPE_CHECKING:
+    from agent.clock import ClockPort
+    from agent.mqtt.port import MqttPort
+
+__all__ = [
+    "DeviceStatus",
+    "HealthReporter",
+    "HeartbeatPayload",
+    "build_will_config",
+]
+
+logger = logging.getLogger(__name__)
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device's health in the heartbeat: a free-form ``status`` and optional counters.
+
+    ``skipped_ticks`` counts scheduler ticks dropped because the device was still busy
+    with the previous one; it appears in :meth:`to_dict` only when non-zero.
+    """
+
+    status: str = "ok"
+    skipped_ticks: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """Return ``{"status": ...}`` plus the counters that are non-zero."""
+        out: dict[str, object] = {"status": self.status}
+        if self.skipped_ticks:
+            out["skipped_ticks"] = self.skipped_ticks
+        return out
+
+
+@dataclass(frozen=True)
+class HeartbeatPayload:
+    """An app-level status snapshot, ready for JSON and MQTT. Immutable."""
+
+    status: str
+    uptime_s: float
+    version: str
+    devices: dict[str, DeviceStatus] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return plain JSON data, device entries expanded by :meth:`DeviceStatus.to_dict`."""
+        return {
+            "status": self.status,
+            "uptime_s": self.uptime_s,
+            "version": self.version,
+            "devices": {name: status.to_dict() for name, status in self.devices.items()},
+        }
+
+    def to_json(self) -> str:
+        """Serialise to a compact JSON string."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+@dataclass
+class _Tracked:
+    status: DeviceStatus
+    is_root: bool
+    announced: bool  # "online" was published for it, so shutdown owes it an "offline"
+
+
+@dataclass(eq=False)
+class HealthReporter:
+    """Publishes the heartbeat and per-device availability, and tracks device health.
+
+    Thread-safe: device threads and the scheduler thread call it concurrently. State is
+    read and changed under a lock; publishing happens outside it, so a slow MQTT port never
+    blocks a thread that only updates a status.
+
+    Devices become *tracked* through :meth:`publish_device_available` (and, for the
+    heartbeat only, :meth:`set_device_status`). :meth:`devices` lists those whose
+    availability was announced, for re-announcing them after a reconnect.
+    """
+
+    mqtt: MqttPort
+    topic_prefix: str
+    version: str
+    clock: ClockPort
+    _topics: Topics = field(init=False, repr=False)
+    _started: float = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    _tracked: dict[str, _Tracked] = field(init=False, repr=False, default_factory=dict)
+    _shut_down: bool = field(init=False, repr=False, default=False)
+
+    def __post_init__(self) -> None:
+        self._topics = Topics(self.topic_prefix)
+        self._started = self.clock.now()
+
+    # -- tracking -----------------------------------------------------------------------
+
+    def set_device_status(
+        self, device: str, status: str = "ok", *, skipped_ticks: int | None = None
+    ) -> None:
+        """Update (or add) a device's status; ``skipped_ticks=None`` keeps the counter."""
+        with self._lock:
+            entry = self._tracked.get(device)
+            if entry is None:
+                entry = self._tracked[device] = _Tracked(DeviceStatus(), False, False)
+            ticks = entry.status.skipped_ticks if skipped_ticks is None else skipped_ticks
+            entry.status = DeviceStatus(status, ticks)
+
+    def remove_device(self, device: str) -> None:
+        """Stop tracking ``device`` (publishes nothing). Unknown names are ignored."""
+        with self._lock:
+            self._tracked.pop(device, None)
+
+    def devices(self) -> list[tuple[str, bool]]:
+        """Return ``(name, is_root)`` of every device announced ``online`` and still tracked."""
+        with self._lock:
+            return [(name, e.is_root) for name, e in self._tracked.items() if e.announced]
+
+    # -- availability -------------------------------------------------------------------
+
+    def publish_device_available(self, device: str, *, is_root: bool = False) -> None:
+        """Publish ``online`` on the device's availability topic and track it as ``ok``.
+
+        Announcing again (after a reconnect) resets the status to ``ok`` but keeps the
+        counters: they count since the agent started.
+        """
+        with self._lock:
+            old = self._tracked.get(device)
+            ticks = old.status.skipped_ticks if old is not None else 0
+            self._tracked[device] = _Tracked(DeviceStatus("ok", ticks), is_root, announced=True)
+        self._publish(self._topics.availability(device, is_root), ONLINE)
+
+    def publish_device_unavailable(self, device: str, *, is_root: bool = False) -> None:
+        """Publish ``offline`` on the device's availability topic and stop tracking it."""
+        with self._lock:
+            self._tracked.pop(device, None)
+        self._publish(self._topics.availability(device, is_root), OFFLINE)
+
+    # -- heartbeat ----------------------------------------------------------------------
+
+    def build_heartbeat(self) -> HeartbeatPayload:
+        """Return the current heartbeat: ``online``, uptime (0.1 s), version, devices."""
+        uptime = round(max(0.0, self.clock.now() - self._started), 1)
+        with self._lock:
+            devices = {name: entry.status for name, entry in self._tracked.items()}
+        return HeartbeatPayload(ONLINE, uptime, self.version, devices)
+
+    def publish_heartbeat(self) -> None:
+        """Publish the heartbeat JSON, retained, to ``{prefix}/status``.
+
+        After :meth:`shutdown` it does nothing: a late tick of the scheduler must not
+        overwrite the retained ``offline`` with ``online``.
+        """
+        with self._lock:
+            if self._shut_down:
+                logger.debug("heartbeat skipped: health reporter is shut down")
+                return
+        try:
+            payload = self.build_heartbeat().to_json()
+        except Exception:
+            logger.exception("could not build the heartbeat")
+            return
+        self._publish(self._topics.status, payload)
+
+    def shutdown(self) -> None:
+        """Publish ``offline`` for every announced device, then ``offline`` on the status
+        topic, and forget all devices. Later heartbeats are suppressed.
+        """
+        with self._lock:
+            self._shut_down = True
+            announced = [(n, e.is_root) for n, e in self._tracked.items() if e.announced]
+            self._tracked.clear()
+        for device, is_root in announced:
+            self._publish(self._topics.availability(device, is_root), OFFLINE)
+        self._publish(self._topics.status, OFFLINE)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: str) -> None:
+        try:
+            self.mqtt.publish(topic, payload, retain=True, qos=1)
+        except Exception as exc:
+            logger.warning("could not publish to %s: %r", topic, exc)
+
+
+def build_will_config(topic_prefix: str) -> WillConfig:
+    """Return the app's last will: ``offline`` to ``{topic_prefix}/status``, QoS 1, retained.
+
+    Give it to the MQTT client so the broker announces the agent's death (a crash, a lost
+    network) that the agent itself can no longer report.
+    """
+    return WillConfig(topic=Topics(topic_prefix).status, payload=OFFLINE, qos=1, retain=True)

@@ -1,0 +1,7 @@
+"""Helpers for testing agents and the framework itself: fakes that make threads deterministic."""
+
+from __future__ import annotations
+
+from agent.testing.clock import FakeClock
+
+__all__ = ["FakeClock"]
