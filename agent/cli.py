@@ -51,8 +51,9 @@ def _load_settings(app: App, args: argparse.Namespace):  # type: ignore[no-untyp
     if args.log_level is not None:
         level = args.log_level.upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"--log-level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, "
-                              f"found {args.log_level!r}")
+            raise ConfigError(source="arguments", key="--log-level",
+                              expected="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                              found=repr(args.log_level))
         settings.logging.level = level
     if args.log_format is not None:
         settings.logging.format = args.log_format
@@ -90,13 +91,15 @@ def _app_spec(config: str | None) -> str:
     from agent.settings import read_toml
 
     if config is None:
-        raise ConfigError("no --config given: the agent command needs a config file with "
+        raise ConfigError(source="arguments", key="--config",
+                          detail='missing: the agent command needs a config file with '
                           'app = "module:attribute"')
     data = read_toml(Path(config))
     spec = data.get("app")
     if not isinstance(spec, str) or ":" not in spec:
-        raise ConfigError(f'{config}: app: expected "module:attribute" naming the App to run, '
-                          f"found {spec!r}")
+        raise ConfigError(source=config, key="app",
+                          expected='"module:attribute" naming the App to run',
+                          found=repr(spec))
     return spec
 
 
@@ -112,15 +115,17 @@ def _import_app(spec: str, config: str) -> App:
         obj = load_string(spec)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(f"{config}: app: cannot import {spec!r}: no module named "
-                              f"{exc.name!r} (put it next to the config file or install it)"
-                              ) from None
+            raise ConfigError(source=config, key="app",
+                              detail=f"cannot import {spec!r}: no module named {exc.name!r} "
+                              "(put it next to the config file or install it)") from None
         raise
     except AttributeError:
-        raise ConfigError(f"{config}: app: module {module_name!r} has no attribute "
+        raise ConfigError(source=config, key="app",
+                          detail=f"module {module_name!r} has no attribute "
                           f"{spec.partition(':')[2]!r}") from None
     if not isinstance(obj, App):
-        raise ConfigError(f"{config}: app: {spec!r} is a {type(obj).__name__}, not an agent.App")
+        raise ConfigError(source=config, key="app", expected="an agent.App",
+                          found=f"{spec!r}, a {type(obj).__name__}")
     return obj
 
 

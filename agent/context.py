@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -265,11 +266,13 @@ def _adapt_handler(handler: CommandHandler) -> Callable[[Command], Any]:
     """Turn either handler style into one taking a Command."""
     try:
         params = list(inspect.signature(handler).parameters.values())
-        hints = getattr(handler, "__annotations__", {})
     except (TypeError, ValueError):
-        params, hints = [], {}
+        params = []
     if len(params) == 1:
-        ann = hints.get(params[0].name, params[0].annotation)
-        if ann is Command or ann == "Command":
+        try:
+            ann = typing.get_type_hints(handler).get(params[0].name)
+        except Exception:  # a local forward reference: judge the string
+            ann = params[0].annotation
+        if ann is Command or (isinstance(ann, str) and ann.rpartition(".")[2] == "Command"):
             return handler
     return lambda cmd: handler(cmd.sub_topic, cmd.payload)

@@ -28,7 +28,7 @@ from agent.injection import call_with_injection
 from agent.runtime.inbox import Inbox
 from agent.runtime.routing import Route, Router
 from agent.runtime.scheduler import Scheduler
-from agent.runtime.worker import Worker
+from agent.runtime.worker import Worker, log_handler_failure
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class Runtime:
 
     def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
         def on_error(exc: BaseException, command: Command) -> None:
-            log.warning("device %r: command handler failed: %s", name, exc, exc_info=exc)
+            log_handler_failure(name, exc)
             self.report(exc, name, is_root, {"topic": command.topic})
 
         return on_error

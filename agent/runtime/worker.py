@@ -31,6 +31,12 @@ log = logging.getLogger("agent.worker")
 Report = Callable[[BaseException, "str | None", bool, dict[str, object]], None]
 
 
+def log_handler_failure(device: str, exc: BaseException) -> None:
+    """One line at WARNING (a rejected payload is routine); the traceback at DEBUG."""
+    log.warning("device %r: handler failed: %s: %s", device, type(exc).__name__, exc)
+    log.debug("device %r: handler traceback", device, exc_info=exc)
+
+
 class Worker:
     """Owns the thread of one device."""
 
@@ -108,7 +114,7 @@ class Worker:
             if result is not None:
                 self.ctx.publish_state(result)
         except Exception as exc:
-            log.warning("device %r: handler failed: %s", self.reg.name, exc, exc_info=exc)
+            log_handler_failure(self.reg.name, exc)
             self._report(exc, self.reg.name, self.reg.is_root, details)
             self._health.set_device_status(self.reg.name, "error")
         else:

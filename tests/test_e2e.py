@@ -1,0 +1,266 @@
+"""End to end: the ``agent`` command in a real subprocess, a real mosquitto, a real paho observer.
+
+Each test starts its own broker (tests/conftest.py) and runs the quick example
+(examples/quickstart.py) through ``python -m agent --config FILE``, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.testing.mosquitto import Message, Mosquitto, Observer
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BOUND = 10.0
+
+
+def write_config(folder: Path, port: int, *, keepalive: int = 60, extra: str = "") -> Path:
+    shutil.copy(EXAMPLES / "quickstart.py", folder / "quickstart.py")
+    path = folder / "agent.toml"
+    path.write_text(
+        'app = "quickstart:app"\n'
+        "poll_interval = 0.5\n"
+        f"{extra}"
+        "[mqtt]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f"keepalive = {keepalive}\n"
+        "reconnect_min_delay = 0.1\n"
+        "reconnect_max_delay = 0.5\n"
+        "[logging]\n"
+        'format = "text"\n'
+        'level = "INFO"\n'
+    )
+    return path
+
+
+class AgentProcess:
+    """``python -m agent --config PATH`` with its stderr kept in a file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log_path = config.parent / "agent.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "--config", str(config)],
+                cwd=config.parent, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = BOUND) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(BOUND)
+
+
+@pytest.fixture
+def run_agent(tmp_path: Path) -> Iterator:
+    started: list[AgentProcess] = []
+
+    def start(config: Path) -> AgentProcess:
+        agent = AgentProcess(config)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.kill()
+
+
+def payload_json(message: Message) -> object:
+    return json.loads(message.payload)
+
+
+def is_heartbeat(message: Message) -> bool:
+    return message.payload.startswith(b"{") and payload_json(message)["status"] == "online"
+
+
+def test_quick_example_end_to_end(
+    broker: Mosquitto, observer: Observer, tmp_path: Path, run_agent
+) -> None:
+    agent = run_agent(write_config(tmp_path, broker.port))
+
+    observer.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
+    for device in ("counter", "valve", "blind"):
+        observer.wait_for(f"gas2mqtt/{device}/availability",
+                          lambda m: m.payload == b"online", timeout=BOUND)
+    state = observer.wait_for("gas2mqtt/counter/state", timeout=BOUND)
+    assert set(payload_json(state)) == {"impulses", "volume_m3"}
+    # a second reading arrives after poll_interval
+    observer.wait_for("gas2mqtt/counter/state", lambda m: m is not state, timeout=BOUND)
+    # a subscriber arriving now gets heartbeat, availability and state as retained QoS 1
+    with closing(Observer(broker.host, broker.port, client_id="late")) as late:
+        for topic in ("gas2mqtt/status", "gas2mqtt/counter/availability",
+                      "gas2mqtt/blind/availability", "gas2mqtt/counter/state",
+                      "gas2mqtt/blind/state"):
+            message = late.wait_for(topic, timeout=BOUND)
+            assert message.retain and message.qos == 1, message
+
+    # command round trip, and a sub-topic of a @app.device
+    observer.publish("gas2mqtt/valve/set", "open")
+    observer.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"},
+                      timeout=BOUND)
+    observer.publish("gas2mqtt/blind/position/set", "42")
+    observer.wait_for("gas2mqtt/blind/state", lambda m: payload_json(m) == {"position": 42},
+                      timeout=BOUND)
+
+    # each kind of bad input gives an error payload and the device keeps serving
+    observer.publish("gas2mqtt/valve/set", b"\xff\xfe")
+    observer.publish("gas2mqtt/valve/set", b"x" * (256 * 1024 + 1))
+    observer.publish("gas2mqtt/valve/set", "sideways")
+    observer.publish("gas2mqtt/blind/position/set", "400")
+
+    def error_of(kind: str, device: str):  # type: ignore[no-untyped-def]
+        def match(m: Message) -> bool:
+            body = payload_json(m)
+            return body["error_type"] == kind and body["device"] == device
+        return match
+
+    for kind in ("invalid_payload", "payload_too_large", "error"):
+        err = observer.wait_for("gas2mqtt/valve/error", error_of(kind, "valve"), timeout=BOUND)
+        assert err.qos == 1
+        body = payload_json(err)
+        assert set(body) == {"error_type", "message", "device", "timestamp", "details"}
+        assert body["timestamp"].endswith("+00:00")
+    observer.wait_for("gas2mqtt/error", error_of("error", "blind"), timeout=BOUND)
+    observer.publish("gas2mqtt/valve/set", "closed")
+    observer.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "closed"},
+                      timeout=BOUND)
+    with closing(Observer(broker.host, broker.port, client_id="late-2")) as late:
+        late.wait_for("gas2mqtt/valve/state", timeout=BOUND)  # retained ones arrived ...
+        assert not late.messages("gas2mqtt/+/error")  # ... errors are events, not retained
+        assert not late.messages("gas2mqtt/error")
+
+    # graceful shutdown: offline for every device and the app, cleanup code ran, exit 0
+    assert agent.terminate() == 0, agent.log()
+    for device in ("counter", "valve", "blind"):
+        observer.wait_for(f"gas2mqtt/{device}/availability",
+                          lambda m: m.payload == b"offline", timeout=BOUND)
+    observer.wait_for("gas2mqtt/status", lambda m: m.payload == b"offline", timeout=BOUND)
+    log = agent.log()
+    assert "blind parked at 42% before exit" in log
+    assert "Traceback" not in log
+
+
+def test_last_will_after_kill_9(
+    broker: Mosquitto, observer: Observer, tmp_path: Path, run_agent
+) -> None:
+    agent = run_agent(write_config(tmp_path, broker.port, keepalive=5))
+    observer.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
+    observer.clear()
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(BOUND)
+    # the broker notices after 1.5 x keepalive and publishes the will
+    will = observer.wait_for("gas2mqtt/status", lambda m: m.payload == b"offline", timeout=15)
+    assert will.qos == 1
+
+
+def test_broker_restart_while_running(
+    broker: Mosquitto, tmp_path: Path, run_agent
+) -> None:
+    agent = run_agent(write_config(tmp_path, broker.port))
+    with closing(Observer(broker.host, broker.port, client_id="obs-1")) as first:
+        first.wait_for("gas2mqtt/blind/state", timeout=BOUND)
+    broker.stop()  # persistence is off: every retained message is gone with it
+    broker.start()
+    with closing(Observer(broker.host, broker.port, client_id="obs-2")) as second:
+        # after the reconnect: heartbeat, availability and the latest states come back
+        second.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
+        second.wait_for("gas2mqtt/blind/availability", lambda m: m.payload == b"online",
+                        timeout=BOUND)
+        second.wait_for("gas2mqtt/blind/state", timeout=BOUND)
+        # and the command subscriptions were restored
+        second.publish("gas2mqtt/valve/set", "open")
+        second.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"},
+                        timeout=BOUND)
+    with closing(Observer(broker.host, broker.port, client_id="obs-3")) as third:
+        assert third.wait_for("gas2mqtt/blind/state", timeout=BOUND).retain  # retained again
+    assert agent.terminate() == 0, agent.log()
+
+
+def test_starts_without_a_broker_and_connects_when_it_appears(
+    tmp_path: Path, run_agent
+) -> None:
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(directory=tmp_path / "broker")  # a port, a config; not started yet
+    try:
+        agent = run_agent(write_config(tmp_path, broker.port))
+        # the agent is up and retrying; nothing listens yet
+        with pytest.raises(subprocess.TimeoutExpired):
+            agent.proc.wait(1.0)
+        broker.start()
+        with closing(Observer(broker.host, broker.port, client_id="late-observer")) as observer:
+            observer.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
+            observer.wait_for("gas2mqtt/counter/state", timeout=BOUND)
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        broker.close()
+
+
+BAD_CONFIGS = [
+    ("unknown key", '[mqtt]\nhots = "x"\n', r"agent\.toml: mqtt\.hots: unknown key.*mqtt\.host"),
+    ("wrong type", "[mqtt]\nport = \"abc\"\n", r"agent\.toml: mqtt\.port: expected .*found"),
+    ("out of range", "[mqtt]\nport = 70000\n", r"agent\.toml: mqtt\.port: expected .*70000"),
+    ("invalid TOML", "[mqtt\nport = 1\n", r"agent\.toml: line 2: invalid TOML"),
+    ("bad choice", '[logging]\nformat = "xml"\n', r"agent\.toml: logging\.format: expected"),
+    ("no app", 'poll_interval = 1.0\n', r"agent\.toml: app: expected"),
+    ("app not found", 'app = "nosuchmodule:app"\n', r"agent\.toml: app: cannot import"),
+    ("app wrong attribute", 'app = "quickstart:nope"\n', r"agent\.toml: app: .*no attribute"),
+    ("app setting bad", 'app = "quickstart:app"\npoll_interval = "soon"\n',
+     r"agent\.toml: poll_interval: expected"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "pattern"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exits_78_with_one_line(
+    tmp_path: Path, case: str, text: str, pattern: str
+) -> None:
+    import re
+
+    shutil.copy(EXAMPLES / "quickstart.py", tmp_path / "quickstart.py")
+    config = tmp_path / "agent.toml"
+    if not case.startswith(("app", "no app")):
+        text = 'app = "quickstart:app"\n' + text  # reach the settings of the app
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(config)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_missing_config_file_exits_78(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(tmp_path / "no.toml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78
+    assert str(tmp_path / "no.toml") in done.stderr and "not found" in done.stderr
+
+
+def test_version_flag() -> None:
+    import agent
+
+    done = subprocess.run([sys.executable, "-m", "agent", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"agent {agent.__version__}"
