@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.adapters import AdapterSpec, Adapters
+from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
 from agent.registry import IntervalSpec, Registry
@@ -99,62 +99,103 @@ class App:
     # -- registration -----------------------------------------------------------------------
 
     def device(
-        self, name: str | None = None, *, init: Callable[..., Any] | None = None,
+        self,
+        name: str | None = None,
+        *,
+        init: Callable[..., Any] | None = None,
         enabled: bool = True,
     ) -> Callable[[F], F]:
         """Register a device function run once on its own thread (usually a loop)."""
+
         def decorator(func: F) -> F:
             self.registry.add("device", name, func, init=init, enabled=enabled)
             return func
+
         return decorator
 
     def add_device(
-        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
-        init: Callable[..., Any] | None = None, enabled: bool = True, is_root: bool = False,
+        self,
+        name: str | Callable[..., Any],
+        func: Callable[..., Any],
+        *,
+        init: Callable[..., Any] | None = None,
+        enabled: bool = True,
+        is_root: bool = False,
     ) -> None:
         """Imperative form of :meth:`device` (named unless ``is_root``)."""
-        self.registry.add("device", _name_of(name), func, init=init, enabled=enabled,
-                          is_root=is_root)
+        self.registry.add(
+            "device", _name_of(name), func, init=init, enabled=enabled, is_root=is_root
+        )
 
     def telemetry(
-        self, name: str | None = None, *, interval: IntervalSpec,
-        init: Callable[..., Any] | None = None, enabled: bool = True,
+        self,
+        name: str | None = None,
+        *,
+        interval: IntervalSpec,
+        init: Callable[..., Any] | None = None,
+        enabled: bool = True,
     ) -> Callable[[F], F]:
         """Register a handler called every ``interval`` seconds; a returned dict is published
         as state (None publishes nothing). ``interval`` may be a function of the settings."""
+
         def decorator(func: F) -> F:
-            self.registry.add("telemetry", name, func, init=init, enabled=enabled,
-                              interval=interval)
+            self.registry.add(
+                "telemetry", name, func, init=init, enabled=enabled, interval=interval
+            )
             return func
+
         return decorator
 
     def add_telemetry(
-        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
-        interval: IntervalSpec, init: Callable[..., Any] | None = None,
-        enabled: bool = True, is_root: bool = False,
+        self,
+        name: str | Callable[..., Any],
+        func: Callable[..., Any],
+        *,
+        interval: IntervalSpec,
+        init: Callable[..., Any] | None = None,
+        enabled: bool = True,
+        is_root: bool = False,
     ) -> None:
         """Imperative form of :meth:`telemetry`."""
-        self.registry.add("telemetry", _name_of(name), func, init=init, enabled=enabled,
-                          interval=interval, is_root=is_root)
+        self.registry.add(
+            "telemetry",
+            _name_of(name),
+            func,
+            init=init,
+            enabled=enabled,
+            interval=interval,
+            is_root=is_root,
+        )
 
     def command(
-        self, name: str | None = None, *, init: Callable[..., Any] | None = None,
+        self,
+        name: str | None = None,
+        *,
+        init: Callable[..., Any] | None = None,
         enabled: bool = True,
     ) -> Callable[[F], F]:
         """Register a handler called for each command on ``{prefix}/{name}/set``; parameters
         named ``topic`` and ``payload`` get the message, a returned dict is published."""
+
         def decorator(func: F) -> F:
             self.registry.add("command", name, func, init=init, enabled=enabled)
             return func
+
         return decorator
 
     def add_command(
-        self, name: str | Callable[..., Any], func: Callable[..., Any], *,
-        init: Callable[..., Any] | None = None, enabled: bool = True, is_root: bool = False,
+        self,
+        name: str | Callable[..., Any],
+        func: Callable[..., Any],
+        *,
+        init: Callable[..., Any] | None = None,
+        enabled: bool = True,
+        is_root: bool = False,
     ) -> None:
         """Imperative form of :meth:`command`."""
-        self.registry.add("command", _name_of(name), func, init=init, enabled=enabled,
-                          is_root=is_root)
+        self.registry.add(
+            "command", _name_of(name), func, init=init, enabled=enabled, is_root=is_root
+        )
 
     def adapter(
         self, port_type: type, impl: AdapterSpec, *, dry_run: AdapterSpec | None = None

@@ -33,12 +33,18 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", metavar="PATH", help="TOML settings file")
-    parser.add_argument("--env-file", metavar="PATH", help="a .env file (default: ./.env if present)")
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="a .env file (default: ./.env if present)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="use the dry-run adapters")
-    parser.add_argument("--log-level", metavar="LEVEL",
-                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (overrides the settings)")
-    parser.add_argument("--log-format", choices=["json", "text"],
-                        help="log format (overrides the settings)")
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (overrides the settings)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["json", "text"], help="log format (overrides the settings)"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -51,9 +57,12 @@ def _load_settings(app: App, args: argparse.Namespace):  # type: ignore[no-untyp
     if args.log_level is not None:
         level = args.log_level.upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(source="arguments", key="--log-level",
-                              expected="DEBUG, INFO, WARNING, ERROR or CRITICAL",
-                              found=repr(args.log_level))
+            raise ConfigError(
+                source="arguments",
+                key="--log-level",
+                expected="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                found=repr(args.log_level),
+            )
         settings.logging.level = level
     if args.log_format is not None:
         settings.logging.format = args.log_format
@@ -91,15 +100,20 @@ def _app_spec(config: str | None) -> str:
     from agent.settings import read_toml
 
     if config is None:
-        raise ConfigError(source="arguments", key="--config",
-                          detail='missing: the agent command needs a config file with '
-                          'app = "module:attribute"')
+        raise ConfigError(
+            source="arguments",
+            key="--config",
+            detail='missing: the agent command needs a config file with app = "module:attribute"',
+        )
     data = read_toml(Path(config))
     spec = data.get("app")
     if not isinstance(spec, str) or ":" not in spec:
-        raise ConfigError(source=config, key="app",
-                          expected='"module:attribute" naming the App to run',
-                          found=repr(spec))
+        raise ConfigError(
+            source=config,
+            key="app",
+            expected='"module:attribute" naming the App to run',
+            found=repr(spec),
+        )
     return spec
 
 
@@ -115,17 +129,26 @@ def _import_app(spec: str, config: str) -> App:
         obj = load_string(spec)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(source=config, key="app",
-                              detail=f"cannot import {spec!r}: no module named {exc.name!r} "
-                              "(put it next to the config file or install it)") from None
+            raise ConfigError(
+                source=config,
+                key="app",
+                detail=f"cannot import {spec!r}: no module named {exc.name!r} "
+                "(put it next to the config file or install it)",
+            ) from None
         raise
     except AttributeError:
-        raise ConfigError(source=config, key="app",
-                          detail=f"module {module_name!r} has no attribute "
-                          f"{spec.partition(':')[2]!r}") from None
+        raise ConfigError(
+            source=config,
+            key="app",
+            detail=f"module {module_name!r} has no attribute {spec.partition(':')[2]!r}",
+        ) from None
     if not isinstance(obj, App):
-        raise ConfigError(source=config, key="app", expected="an agent.App",
-                          found=f"{spec!r}, a {type(obj).__name__}")
+        raise ConfigError(
+            source=config,
+            key="app",
+            expected="an agent.App",
+            found=f"{spec!r}, a {type(obj).__name__}",
+        )
     return obj
 
 

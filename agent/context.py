@@ -138,8 +138,9 @@ class DeviceContext:
     ) -> None:
         """Publish to ``{prefix}/{device}/{channel}`` — an escape hatch; prefer publish_state."""
         validate_sub_topic(channel)
-        self.mqtt.publish(self.topics.channel(self.name, channel, self.is_root), payload,
-                          retain=retain, qos=qos)
+        self.mqtt.publish(
+            self.topics.channel(self.name, channel, self.is_root), payload, retain=retain, qos=qos
+        )
 
     def adapter(self, port_type: type[T]) -> T:
         """The adapter registered for ``port_type``; LookupError if there is none."""
@@ -245,8 +246,11 @@ class DeviceContext:
         if handler is None:
             err = LookupError(
                 f"device {self.name!r} has no handler for "
-                + ("its command topic" if command.sub_topic is None
-                   else f"sub-topic {command.sub_topic!r}")
+                + (
+                    "its command topic"
+                    if command.sub_topic is None
+                    else f"sub-topic {command.sub_topic!r}"
+                )
             )
             self._report(err, command)
             return

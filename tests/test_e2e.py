@@ -7,13 +7,13 @@ Each test starts its own broker (tests/conftest.py) and runs the quick example
 from __future__ import annotations
 
 import json
-from contextlib import closing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,11 @@ class AgentProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "--config", str(config)],
-                cwd=config.parent, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=config.parent,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
 
     def log(self) -> str:
@@ -100,27 +104,34 @@ def test_quick_example_end_to_end(
 
     observer.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
     for device in ("counter", "valve", "blind"):
-        observer.wait_for(f"gas2mqtt/{device}/availability",
-                          lambda m: m.payload == b"online", timeout=BOUND)
+        observer.wait_for(
+            f"gas2mqtt/{device}/availability", lambda m: m.payload == b"online", timeout=BOUND
+        )
     state = observer.wait_for("gas2mqtt/counter/state", timeout=BOUND)
     assert set(payload_json(state)) == {"impulses", "volume_m3"}
     # a second reading arrives after poll_interval
     observer.wait_for("gas2mqtt/counter/state", lambda m: m is not state, timeout=BOUND)
     # a subscriber arriving now gets heartbeat, availability and state as retained QoS 1
     with closing(Observer(broker.host, broker.port, client_id="late")) as late:
-        for topic in ("gas2mqtt/status", "gas2mqtt/counter/availability",
-                      "gas2mqtt/blind/availability", "gas2mqtt/counter/state",
-                      "gas2mqtt/blind/state"):
+        for topic in (
+            "gas2mqtt/status",
+            "gas2mqtt/counter/availability",
+            "gas2mqtt/blind/availability",
+            "gas2mqtt/counter/state",
+            "gas2mqtt/blind/state",
+        ):
             message = late.wait_for(topic, timeout=BOUND)
             assert message.retain and message.qos == 1, message
 
     # command round trip, and a sub-topic of a @app.device
     observer.publish("gas2mqtt/valve/set", "open")
-    observer.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"},
-                      timeout=BOUND)
+    observer.wait_for(
+        "gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"}, timeout=BOUND
+    )
     observer.publish("gas2mqtt/blind/position/set", "42")
-    observer.wait_for("gas2mqtt/blind/state", lambda m: payload_json(m) == {"position": 42},
-                      timeout=BOUND)
+    observer.wait_for(
+        "gas2mqtt/blind/state", lambda m: payload_json(m) == {"position": 42}, timeout=BOUND
+    )
 
     # each kind of bad input gives an error payload and the device keeps serving
     observer.publish("gas2mqtt/valve/set", b"\xff\xfe")
@@ -132,6 +143,7 @@ def test_quick_example_end_to_end(
         def match(m: Message) -> bool:
             body = payload_json(m)
             return body["error_type"] == kind and body["device"] == device
+
         return match
 
     for kind in ("invalid_payload", "payload_too_large", "error"):
@@ -142,8 +154,9 @@ def test_quick_example_end_to_end(
         assert body["timestamp"].endswith("+00:00")
     observer.wait_for("gas2mqtt/error", error_of("error", "blind"), timeout=BOUND)
     observer.publish("gas2mqtt/valve/set", "closed")
-    observer.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "closed"},
-                      timeout=BOUND)
+    observer.wait_for(
+        "gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "closed"}, timeout=BOUND
+    )
     with closing(Observer(broker.host, broker.port, client_id="late-2")) as late:
         late.wait_for("gas2mqtt/valve/state", timeout=BOUND)  # retained ones arrived ...
         assert not late.messages("gas2mqtt/+/error")  # ... errors are events, not retained
@@ -152,8 +165,9 @@ def test_quick_example_end_to_end(
     # graceful shutdown: offline for every device and the app, cleanup code ran, exit 0
     assert agent.terminate() == 0, agent.log()
     for device in ("counter", "valve", "blind"):
-        observer.wait_for(f"gas2mqtt/{device}/availability",
-                          lambda m: m.payload == b"offline", timeout=BOUND)
+        observer.wait_for(
+            f"gas2mqtt/{device}/availability", lambda m: m.payload == b"offline", timeout=BOUND
+        )
     observer.wait_for("gas2mqtt/status", lambda m: m.payload == b"offline", timeout=BOUND)
     log = agent.log()
     assert "blind parked at 42% before exit" in log
@@ -173,9 +187,7 @@ def test_last_will_after_kill_9(
     assert will.qos == 1
 
 
-def test_broker_restart_while_running(
-    broker: Mosquitto, tmp_path: Path, run_agent
-) -> None:
+def test_broker_restart_while_running(broker: Mosquitto, tmp_path: Path, run_agent) -> None:
     agent = run_agent(write_config(tmp_path, broker.port))
     with closing(Observer(broker.host, broker.port, client_id="obs-1")) as first:
         first.wait_for("gas2mqtt/blind/state", timeout=BOUND)
@@ -184,21 +196,21 @@ def test_broker_restart_while_running(
     with closing(Observer(broker.host, broker.port, client_id="obs-2")) as second:
         # after the reconnect: heartbeat, availability and the latest states come back
         second.wait_for("gas2mqtt/status", is_heartbeat, timeout=BOUND)
-        second.wait_for("gas2mqtt/blind/availability", lambda m: m.payload == b"online",
-                        timeout=BOUND)
+        second.wait_for(
+            "gas2mqtt/blind/availability", lambda m: m.payload == b"online", timeout=BOUND
+        )
         second.wait_for("gas2mqtt/blind/state", timeout=BOUND)
         # and the command subscriptions were restored
         second.publish("gas2mqtt/valve/set", "open")
-        second.wait_for("gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"},
-                        timeout=BOUND)
+        second.wait_for(
+            "gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "open"}, timeout=BOUND
+        )
     with closing(Observer(broker.host, broker.port, client_id="obs-3")) as third:
         assert third.wait_for("gas2mqtt/blind/state", timeout=BOUND).retain  # retained again
     assert agent.terminate() == 0, agent.log()
 
 
-def test_starts_without_a_broker_and_connects_when_it_appears(
-    tmp_path: Path, run_agent
-) -> None:
+def test_starts_without_a_broker_and_connects_when_it_appears(tmp_path: Path, run_agent) -> None:
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(directory=tmp_path / "broker")  # a port, a config; not started yet
     try:
@@ -217,15 +229,18 @@ def test_starts_without_a_broker_and_connects_when_it_appears(
 
 BAD_CONFIGS = [
     ("unknown key", '[mqtt]\nhots = "x"\n', r"agent\.toml: mqtt\.hots: unknown key.*mqtt\.host"),
-    ("wrong type", "[mqtt]\nport = \"abc\"\n", r"agent\.toml: mqtt\.port: expected .*found"),
+    ("wrong type", '[mqtt]\nport = "abc"\n', r"agent\.toml: mqtt\.port: expected .*found"),
     ("out of range", "[mqtt]\nport = 70000\n", r"agent\.toml: mqtt\.port: expected .*70000"),
     ("invalid TOML", "[mqtt\nport = 1\n", r"agent\.toml: line 2: invalid TOML"),
     ("bad choice", '[logging]\nformat = "xml"\n', r"agent\.toml: logging\.format: expected"),
-    ("no app", 'poll_interval = 1.0\n', r"agent\.toml: app: expected"),
+    ("no app", "poll_interval = 1.0\n", r"agent\.toml: app: expected"),
     ("app not found", 'app = "nosuchmodule:app"\n', r"agent\.toml: app: cannot import"),
     ("app wrong attribute", 'app = "quickstart:nope"\n', r"agent\.toml: app: .*no attribute"),
-    ("app setting bad", 'app = "quickstart:app"\npoll_interval = "soon"\n',
-     r"agent\.toml: poll_interval: expected"),
+    (
+        "app setting bad",
+        'app = "quickstart:app"\npoll_interval = "soon"\n',
+        r"agent\.toml: poll_interval: expected",
+    ),
 ]
 
 
@@ -241,8 +256,14 @@ def test_bad_config_exits_78_with_one_line(
         text = 'app = "quickstart:app"\n' + text  # reach the settings of the app
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
-    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(config)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 78, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -251,8 +272,13 @@ def test_bad_config_exits_78_with_one_line(
 
 
 def test_missing_config_file_exits_78(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(tmp_path / "no.toml")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(tmp_path / "no.toml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 78
     assert str(tmp_path / "no.toml") in done.stderr and "not found" in done.stderr
 
@@ -260,7 +286,8 @@ def test_missing_config_file_exits_78(tmp_path: Path) -> None:
 def test_version_flag() -> None:
     import agent
 
-    done = subprocess.run([sys.executable, "-m", "agent", "--version"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     assert done.stdout.strip() == f"agent {agent.__version__}"

@@ -23,8 +23,11 @@ BOUND = 5.0  # real seconds any wait in these tests may take before it is a fail
 class Running:
     """An App running on a thread, driven by a fake clock and a mock MQTT client."""
 
-    def __init__(self, app: App, clock: FakeClock | None = None) -> None:
+    def __init__(
+        self, app: App, clock: FakeClock | None = None, settings: Settings | None = None
+    ) -> None:
         self.app = app
+        self.settings = settings if settings is not None else Settings()
         self.mqtt = MockMqttClient()
         self.clock = clock or FakeClock()
         self.stop_event = threading.Event()
@@ -33,8 +36,12 @@ class Running:
 
     def _run(self) -> None:
         try:
-            self.app.run(mqtt=self.mqtt, settings=Settings(), shutdown_event=self.stop_event,
-                         clock=self.clock)
+            self.app.run(
+                mqtt=self.mqtt,
+                settings=self.settings,
+                shutdown_event=self.stop_event,
+                clock=self.clock,
+            )
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
@@ -61,8 +68,9 @@ class Running:
         try:
             while not predicate():
                 if deadline.is_set():
-                    raise AssertionError(f"timed out waiting for {what}; published: "
-                                         f"{self.mqtt.published}")
+                    raise AssertionError(
+                        f"timed out waiting for {what}; published: {self.mqtt.published}"
+                    )
                 done.wait(0.005)
         finally:
             timer.cancel()
@@ -98,7 +106,8 @@ def test_registration_validates_names_and_duplicates() -> None:
 
 def test_unannotated_parameter_is_rejected() -> None:
     app = App("demo")
-    with pytest.raises(TypeError, match="'x'.*no type annotation"):
+    with pytest.raises(TypeError, match=r"'x'.*no type annotation"):
+
         @app.telemetry("t", interval=1)
         def t(x):  # type: ignore[no-untyped-def]
             return {}
@@ -106,8 +115,12 @@ def test_unannotated_parameter_is_rejected() -> None:
 
 def test_bad_interval_is_rejected() -> None:
     app = App("demo")
-    for bad, exc in [(0, ValueError), (-1, ValueError), (float("nan"), ValueError),
-                     (True, TypeError)]:
+    for bad, exc in [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (True, TypeError),
+    ]:
         with pytest.raises(exc, match="interval"):
             app.add_telemetry("t", lambda: {}, interval=bad)
 
@@ -156,7 +169,6 @@ def test_slow_telemetry_does_not_pile_up_ticks() -> None:
         # one pending tick ran, the other four were skipped
         assert entered.acquire(timeout=BOUND)
         r.until(lambda: len(r.states("demo/slow/state")) == 2, "the pending reading")
-        status = r.app  # noqa: F841
     # nothing more ran after the backlog: exactly two readings
     assert len(r.states("demo/slow/state")) == 2
 
@@ -174,8 +186,9 @@ def test_command_round_trip_and_subtopics() -> None:
     def blind(ctx: DeviceContext) -> None:
         @ctx.on_command("position")
         def position(cmd: Command) -> None:
-            ctx.publish_state({"position": int(cmd.payload), "thread":
-                               threading.current_thread().name})
+            ctx.publish_state(
+                {"position": int(cmd.payload), "thread": threading.current_thread().name}
+            )
 
         @ctx.on_command
         def plain(sub_topic: str | None, payload: str) -> None:
@@ -186,13 +199,14 @@ def test_command_round_trip_and_subtopics() -> None:
 
     with Running(app) as r:
         r.clock.wait_for_waiters(3, timeout=BOUND)
-        assert sorted(r.mqtt.subscriptions) == sorted(
-            ["demo/set", "demo/+/set", "demo/+/+/set"])
+        assert sorted(r.mqtt.subscriptions) == sorted(["demo/set", "demo/+/set", "demo/+/+/set"])
         r.mqtt.deliver("demo/valve/set", "open")
         r.mqtt.deliver("demo/blind/position/set", "42")
         r.mqtt.deliver("demo/blind/set", "stop")
-        r.until(lambda: r.states("demo/valve/state") and len(r.states("demo/blind/state")) == 2,
-                "command results")
+        r.until(
+            lambda: r.states("demo/valve/state") and len(r.states("demo/blind/state")) == 2,
+            "command results",
+        )
     assert seen == [("device:valve", "demo/valve/set", "open")]
     assert r.states("demo/valve/state") == [{"state": "open"}]
     assert {"position": 42, "thread": "device:blind"} in r.states("demo/blind/state")
@@ -264,8 +278,13 @@ def test_heartbeat_availability_and_offline_at_shutdown() -> None:
 
     with Running(app) as r:
         r.until(lambda: r.mqtt.get_messages_for("demo/status"), "first heartbeat")
-        r.until(lambda: r.mqtt.get_messages_for("demo/temp/availability")
-                and r.mqtt.get_messages_for("demo/availability"), "availability")
+        r.until(
+            lambda: (
+                r.mqtt.get_messages_for("demo/temp/availability")
+                and r.mqtt.get_messages_for("demo/availability")
+            ),
+            "availability",
+        )
         r.clock.wait_for_waiters(3, timeout=BOUND)
         r.clock.advance(30)
         r.until(lambda: len(r.mqtt.get_messages_for("demo/status")) >= 2, "periodic heartbeat")
@@ -392,8 +411,13 @@ def test_injection_init_adapters_lifespan_and_configure() -> None:
     with Running(app) as r:
         r.until(lambda: r.states("demo/t/state"), "a reading")
     assert r.states("demo/t/state")[0] == {"v": 7, "n": 1}
-    assert events == ["adapter enter", "lifespan enter", "configure 7", "lifespan exit",
-                      "adapter exit"]
+    assert events == [
+        "adapter enter",
+        "lifespan enter",
+        "configure 7",
+        "lifespan exit",
+        "adapter exit",
+    ]
 
 
 def test_state_that_is_not_json_is_reported() -> None:
@@ -406,3 +430,116 @@ def test_state_that_is_not_json_is_reported() -> None:
     with Running(app) as r:
         r.until(lambda: r.states("demo/t/error"), "the error")
     assert not r.mqtt.get_messages_for("demo/t/state")
+
+
+def test_skipped_ticks_show_in_the_heartbeat() -> None:
+    app = App("demo")
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    @app.telemetry("slow", interval=1)
+    def slow() -> dict:
+        entered.release()
+        release.wait(BOUND)
+        return {"ok": True}
+
+    with Running(app) as r:
+        assert entered.acquire(timeout=BOUND)
+        r.clock.wait_for_waiters(1, timeout=BOUND)
+        for _ in range(4):
+            r.clock.advance(1)
+            r.clock.wait_for_waiters(1, timeout=BOUND)
+        r.mqtt.simulate_connect()  # publishes a heartbeat now
+        release.set()
+    beats = [
+        json.loads(p) for p, _r, _q in r.mqtt.get_messages_for("demo/status") if p.startswith("{")
+    ]
+    assert beats[-1]["devices"]["slow"]["skipped_ticks"] == 3
+
+
+class TwoMethodClock:
+    """A clock with only the reference's two methods (real time underneath)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time
+
+    def now(self) -> float:
+        return self._time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._time.sleep(seconds)
+
+
+def test_a_clock_with_only_now_and_sleep_works() -> None:
+    app = App("demo")
+    stopped = threading.Event()
+
+    @app.telemetry("fast", interval=0.05)
+    def fast() -> dict:
+        return {"ok": True}
+
+    @app.device("loop")
+    def loop(ctx: DeviceContext) -> None:
+        while not ctx.shutdown_requested:
+            ctx.sleep(3600)
+        stopped.set()
+
+    r = Running(app)
+    r.clock = TwoMethodClock()  # type: ignore[assignment]
+    with r:
+        r.until(lambda: len(r.states("demo/fast/state")) >= 3, "three readings")
+    assert stopped.is_set()
+
+
+def test_thread_overrunning_the_grace_period_is_named_and_run_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("demo", shutdown_grace=0.2)
+    never = threading.Event()
+
+    @app.device("stuck")
+    def stuck() -> None:
+        never.wait()  # ignores shutdown: a wedged driver
+
+    with caplog.at_level(logging.ERROR, logger="agent.runtime"), Running(app) as r:
+        r.clock.wait_for_waiters(1, timeout=BOUND)  # the scheduler is parked
+    never.set()
+    assert any("device:stuck" in rec.getMessage() for rec in caplog.records), caplog.text
+
+
+def test_dry_run_selects_the_dry_run_adapter() -> None:
+    class Port: ...
+
+    class Real(Port): ...
+
+    class Fake(Port): ...
+
+    app = App("demo", dry_run=True, adapters={Port: (Real, Fake)})
+    seen: list[object] = []
+
+    @app.telemetry("t", interval=1)
+    def t(port: Port) -> None:
+        seen.append(port)
+
+    with Running(app) as r:
+        r.until(lambda: seen, "a reading")
+    assert isinstance(seen[0], Fake)
+
+
+def test_settings_and_logger_are_injected_per_device() -> None:
+    class MySettings(Settings):
+        factor: float = 2.0
+
+    app = App("demo", settings_class=MySettings)
+    got: list[object] = []
+
+    @app.telemetry("t", interval=1)
+    def t(settings: MySettings, log: logging.Logger, ctx: DeviceContext) -> dict:
+        got.append((settings.factor, log.name, ctx.name))
+        return {}
+
+    with Running(app, settings=MySettings()) as r:
+        r.until(lambda: got, "a reading")
+    assert got[0] == (2.0, "agent.device.t", "t")

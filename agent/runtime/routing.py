@@ -85,7 +85,9 @@ class Router:
         if route is None:
             self._report(
                 LookupError(f"no device accepts commands on {topic}"),
-                None, False, {"topic": topic},
+                None,
+                False,
+                {"topic": topic},
             )
             return
         if len(payload) > self._max:
@@ -93,19 +95,28 @@ class Router:
                 PayloadTooLarge(
                     f"command payload of {len(payload)} bytes exceeds the limit of {self._max}"
                 ),
-                route.name, route.is_root, {"topic": topic, "size": len(payload)},
+                route.name,
+                route.is_root,
+                {"topic": topic, "size": len(payload)},
             )
             return
         try:
             text = payload.decode("utf-8") if isinstance(payload, bytes) else str(payload)
         except UnicodeDecodeError as exc:
             self._report(
-                InvalidPayload(f"command payload is not UTF-8 text: {exc.reason} at byte {exc.start}"),
-                route.name, route.is_root, {"topic": topic},
+                InvalidPayload(
+                    f"command payload is not UTF-8 text: {exc.reason} at byte {exc.start}"
+                ),
+                route.name,
+                route.is_root,
+                {"topic": topic},
             )
             return
         command = Command(
-            topic=topic, payload=text, device=route.name, sub_topic=sub,
+            topic=topic,
+            payload=text,
+            device=route.name,
+            sub_topic=sub,
             received_at=self._clock.now(),
         )
         dropped = route.inbox.put_command(command)
@@ -117,5 +128,7 @@ class Router:
                     f"command queue of {route.name!r} is full: dropped the oldest pending "
                     f"command (on {dropped.topic})"
                 ),
-                route.name, route.is_root, {"dropped_topic": dropped.topic},
+                route.name,
+                route.is_root,
+                {"dropped_topic": dropped.topic},
             )

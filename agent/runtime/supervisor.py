@@ -99,9 +99,16 @@ class Runtime:
                 continue
             inbox = Inbox(self.clock, app.command_queue_size)
             ctx = DeviceContext(
-                name=reg.name, settings=settings, mqtt=self.mqtt, topic_prefix=self.prefix,
-                shutdown_event=self.shutdown_event, adapters=adapters, clock=self.clock,
-                is_root=reg.is_root, inbox=inbox, states=self.states,
+                name=reg.name,
+                settings=settings,
+                mqtt=self.mqtt,
+                topic_prefix=self.prefix,
+                shutdown_event=self.shutdown_event,
+                adapters=adapters,
+                clock=self.clock,
+                is_root=reg.is_root,
+                inbox=inbox,
+                states=self.states,
                 on_handler_error=self._handler_error(reg.name, reg.is_root),
             )
             device_providers = {
@@ -115,8 +122,9 @@ class Runtime:
             if reg.accepts_commands:
                 routes.append(Route(reg.name, reg.is_root, inbox))
 
-        router = Router(self.topics, routes, report=self.report, clock=self.clock,
-                        max_payload_bytes=max_payload)
+        router = Router(
+            self.topics, routes, report=self.report, clock=self.clock, max_payload_bytes=max_payload
+        )
         if hasattr(self.mqtt, "on_message"):
             self.mqtt.on_message(router.on_message)
         for topic in router.subscriptions():
@@ -128,8 +136,9 @@ class Runtime:
             if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
                 self._stack.enter_context(adapter)  # type: ignore[arg-type]
         if app.lifespan is not None:
-            self._stack.enter_context(app.lifespan(AppContext(settings=settings,
-                                                              adapters=adapters)))
+            self._stack.enter_context(
+                app.lifespan(AppContext(settings=settings, adapters=adapters))
+            )
         hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
         for hook in app.configure_hooks:
             call_with_injection(hook, hook_providers, "on_configure hook")
@@ -146,18 +155,25 @@ class Runtime:
             if worker.reg.kind == "telemetry":
                 self._schedule_telemetry(worker)
         if app.heartbeat_interval:
-            self.scheduler.every(app.heartbeat_interval, self.health.publish_heartbeat,
-                                 name="heartbeat")
+            self.scheduler.every(
+                app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
+            )
         self.scheduler.start()
-        log.info("%s %s started: %d device(s), prefix %r", app.name, app.version,
-                 len(self.workers), self.prefix)
+        log.info(
+            "%s %s started: %d device(s), prefix %r",
+            app.name,
+            app.version,
+            len(self.workers),
+            self.prefix,
+        )
 
     def _schedule_telemetry(self, worker: Worker) -> None:
         from agent.registry import check_interval
 
         spec = worker.reg.interval
-        seconds = check_interval(spec(self.settings) if callable(spec) else spec,
-                                 f"interval of {worker.name!r}")
+        seconds = check_interval(
+            spec(self.settings) if callable(spec) else spec, f"interval of {worker.name!r}"
+        )
         inbox, name = worker.inbox, worker.name
 
         def tick() -> None:
@@ -165,8 +181,12 @@ class Runtime:
                 skipped = inbox.skipped_ticks
                 self.health.set_device_status(name, "busy", skipped_ticks=skipped)
                 if _is_power_of_ten(skipped):
-                    log.warning("device %r is slower than its interval of %ss: %d tick(s) "
-                                "skipped so far", name, seconds, skipped)
+                    log.warning(
+                        "device %r is slower than its interval of %ss: %d tick(s) skipped so far",
+                        name,
+                        seconds,
+                        skipped,
+                    )
 
         self.scheduler.every(seconds, tick, name=f"telemetry:{name}")
 
@@ -198,8 +218,9 @@ class Runtime:
         for worker in self.workers:
             dropped = worker.inbox.close()
             if dropped:
-                log.warning("device %r: %d pending item(s) dropped at shutdown",
-                            worker.name, dropped)
+                log.warning(
+                    "device %r: %d pending item(s) dropped at shutdown", worker.name, dropped
+                )
         real = SystemClock()
         deadline = real.now() + grace
         for worker in self.workers:
@@ -207,8 +228,11 @@ class Runtime:
                 worker.thread.join(max(0.0, deadline - real.now()))
         overrun = [w.thread.name for w in self.workers if w.thread.is_alive()]
         if overrun:
-            log.error("still running after the %ss grace period, left behind: %s",
-                      grace, ", ".join(overrun))
+            log.error(
+                "still running after the %ss grace period, left behind: %s",
+                grace,
+                ", ".join(overrun),
+            )
         try:
             self._stack.close()
         except Exception:
@@ -216,8 +240,7 @@ class Runtime:
         self.health.shutdown()
         if self._started_mqtt:
             if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):
-                log.warning("the broker did not acknowledge the final messages within %ss",
-                            grace)
+                log.warning("the broker did not acknowledge the final messages within %ss", grace)
             self.mqtt.stop()
         log.info("stopped")
 

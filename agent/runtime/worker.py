@@ -92,13 +92,21 @@ class Worker:
         providers = dict(self._providers)
         if self.reg.init is not None:
             value = self.reg.init(
-                **resolve(self.reg.init_params or [], providers, role="init factory",
-                          func_name=self.reg.init.__qualname__)
+                **resolve(
+                    self.reg.init_params or [],
+                    providers,
+                    role="init factory",
+                    func_name=self.reg.init.__qualname__,
+                )
             )
             if value is not None:
                 providers[type(value)] = value
-        return resolve(self.reg.params, providers, role=f"@app.{self.reg.kind} handler",
-                       func_name=self.reg.func.__qualname__)
+        return resolve(
+            self.reg.params,
+            providers,
+            role=f"@app.{self.reg.kind} handler",
+            func_name=self.reg.func.__qualname__,
+        )
 
     def _fail(self, exc: Exception, phase: str) -> None:
         reg = self.reg
