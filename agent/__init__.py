@@ -9,8 +9,80 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Public names are added here as their modules land (see __all__).
+from typing import TYPE_CHECKING, Any
+
+from agent.app import App
+from agent.clock import ClockPort, SystemClock
+from agent.context import AppContext, Command, DeviceContext
+from agent.errors import (
+    CommandQueueFull,
+    ErrorPayload,
+    ErrorPublisher,
+    InvalidPayload,
+    PayloadTooLarge,
+    build_error_payload,
+)
+from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
+from agent.health import DeviceStatus, HealthReporter, HeartbeatPayload, build_will_config
+from agent.logs import JsonFormatter, configure_logging
+from agent.mqtt.fakes import MockMqttClient, NullMqttClient
+from agent.mqtt.port import (
+    MessageCallback,
+    MqttLifecycle,
+    MqttMessageHandler,
+    MqttPort,
+    WillConfig,
+)
+from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
+
+if TYPE_CHECKING:
+    from agent.mqtt.paho import MqttClient
+
+
+def __getattr__(name: str) -> Any:
+    # paho is imported only when the real client is asked for: ``import agent`` stays light
+    # for code that uses only the filters, the fakes or the settings.
+    if name == "MqttClient":
+        from agent.mqtt.paho import MqttClient
+
+        return MqttClient
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")
+
 
 __all__ = [
+    "App",
+    "AppContext",
+    "ClockPort",
+    "Command",
+    "CommandQueueFull",
+    "ConfigError",
+    "DeviceContext",
+    "DeviceStatus",
+    "ErrorPayload",
+    "ErrorPublisher",
+    "Filter",
+    "HealthReporter",
+    "HeartbeatPayload",
+    "InvalidPayload",
+    "JsonFormatter",
+    "LoggingSettings",
+    "MedianFilter",
+    "MessageCallback",
+    "MockMqttClient",
+    "MqttClient",
+    "MqttLifecycle",
+    "MqttMessageHandler",
+    "MqttPort",
+    "MqttSettings",
+    "NullMqttClient",
+    "OneEuroFilter",
+    "PayloadTooLarge",
+    "Pt1Filter",
+    "Settings",
+    "SystemClock",
+    "WillConfig",
     "__version__",
+    "build_error_payload",
+    "build_will_config",
+    "configure_logging",
 ]

@@ -1,0 +1,137 @@
+// Signal filters for sensor readings: PT1 low-pass, sliding-window median, and the 1€ filter.
+//
+// This is the plain C++ core: it knows nothing of Python (cpp/bindings.cpp wraps it as
+// agent._filters). Every filter follows the same contract as agent.Filter:
+//
+//   * the first update() seeds the state and returns the raw value unchanged;
+//   * value() is empty before the first update, reset() returns to that state;
+//   * a non-finite input throws InvalidValue and leaves the state unchanged;
+//   * update_many() validates the whole batch first (all-or-nothing), then runs it.
+//
+// Not thread-safe: a filter holds one stream of state, so use one filter per device thread.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace agent {
+
+// A value broke a rule. It keeps its parts so that a wrapper (the Python binding) can re-word
+// the message in its own number format: what() reads "<subject> <requirement>, got <value>",
+// e.g. "tau must be a finite number > 0, got -1".
+class InvalidValue : public std::invalid_argument {
+public:
+    InvalidValue(std::string subject, std::string requirement, double got);
+    const std::string& subject() const noexcept { return subject_; }
+    const std::string& requirement() const noexcept { return requirement_; }
+    double got() const noexcept { return got_; }
+
+private:
+    std::string subject_;
+    std::string requirement_;
+    double got_;
+};
+
+// The shortest decimal text that reads back as the same double ("0.1", "1e+300", "inf").
+std::string format_double(double x);
+
+// First-order low-pass: alpha = dt / (tau + dt); y += alpha * (x - y).
+class Pt1Filter {
+public:
+    Pt1Filter(double tau, double dt);  // both finite and > 0, else InvalidValue
+
+    double update(double x);
+    void update_many(const double* in, std::size_t n, double* out);
+    std::optional<double> value() const noexcept { return y_; }
+    void reset() noexcept { y_.reset(); }
+
+    // State round trip: the filtered value, empty before seeding.
+    std::optional<double> state() const noexcept { return y_; }
+    void set_state(std::optional<double> y);  // InvalidValue("y", ...) if non-finite
+
+    double tau() const noexcept { return tau_; }
+    double dt() const noexcept { return dt_; }
+    double alpha() const noexcept { return alpha_; }
+
+private:
+    double step(double x) noexcept;
+    double tau_;
+    double dt_;
+    double alpha_;
+    std::optional<double> y_;
+};
+
+// Median of the last `window` samples (mean of the two middle ones for an even count; during
+// warm-up, of the samples seen so far). A ring keeps arrival order and a sorted copy is kept
+// up to date by binary-search insert/erase: O(log w) search + O(w) memmove per sample, never
+// a re-sort.
+class MedianFilter {
+public:
+    explicit MedianFilter(std::size_t window);  // window >= 1, else std::invalid_argument
+
+    double update(double x);
+    void update_many(const double* in, std::size_t n, double* out);
+    std::optional<double> value() const noexcept;
+    void reset() noexcept;
+
+    // State round trip: the samples in the window, oldest first. Restoring more samples than
+    // the window holds keeps the newest ones.
+    std::vector<double> samples() const;
+    void set_samples(const std::vector<double>& samples);  // InvalidValue("samples[i]", ...)
+
+    std::size_t window() const noexcept { return window_; }
+
+private:
+    double step(double x);
+    double median() const noexcept;
+    std::size_t window_;
+    std::vector<double> ring_;    // arrival order; grows to window_, then wraps at head_
+    std::size_t head_ = 0;        // index of the oldest sample once the ring is full
+    std::vector<double> sorted_;  // the same samples, ascending
+};
+
+// The 1€ filter (Casiez, Roussel, Vogel, CHI 2012) with a fixed sampling period dt:
+//   alpha(fc) = dt / (dt + 1 / (2*pi*fc))
+//   dx     = (x - y_prev) / dt            -- y_prev is the previous *filtered* value
+//   dx_hat += alpha(d_cutoff) * (dx - dx_hat)
+//   fc     = min_cutoff + beta * |dx_hat|
+//   y      += alpha(fc) * (x - y)
+// The first update seeds y = x and dx_hat = 0.
+class OneEuroFilter {
+public:
+    struct State {
+        double y;
+        double dx;
+    };
+
+    OneEuroFilter(double min_cutoff = 1.0, double beta = 0.0, double d_cutoff = 1.0,
+                  double dt = 1.0);
+
+    double update(double x);
+    void update_many(const double* in, std::size_t n, double* out);
+    std::optional<double> value() const noexcept;
+    void reset() noexcept { state_.reset(); }
+
+    std::optional<State> state() const noexcept { return state_; }
+    void set_state(std::optional<State> state);  // InvalidValue("y"/"dx", ...) if non-finite
+
+    double min_cutoff() const noexcept { return min_cutoff_; }
+    double beta() const noexcept { return beta_; }
+    double d_cutoff() const noexcept { return d_cutoff_; }
+    double dt() const noexcept { return dt_; }
+
+private:
+    double step(double x) noexcept;
+    double smoothing(double cutoff) const noexcept;
+    double min_cutoff_;
+    double beta_;
+    double d_cutoff_;
+    double dt_;
+    double alpha_d_;  // alpha(d_cutoff): constant, so computed once
+    std::optional<State> state_;
+};
+
+}  // namespace agent
