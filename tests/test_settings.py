@@ -44,14 +44,14 @@ def load_error(cls: type[Settings] = Settings, **kwargs: object) -> ConfigError:
 
 
 class Sensor(Section):
-    pins: list[int] = []  # noqa: RUF012  (copied per instance by Section)
+    pins: list[int] = []
     mode: Literal["fast", "slow"] = "slow"
 
 
 class MyAppSettings(Settings):
     env_prefix = "MYAPP_"
     poll_interval: Annotated[float, greater_than(0)] = 30.0
-    sensors: list[str] = []  # noqa: RUF012
+    sensors: list[str] = []
     debug: bool = False
     data_dir: pathlib.Path = pathlib.Path("/var/lib/myapp")
     api_token: Annotated[str | None, SECRET] = None
