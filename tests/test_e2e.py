@@ -26,6 +26,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BOUND = 10.0
 
 
+def agent_env() -> dict[str, str]:
+    """The environment for ``python -m agent``: the same agent package as this test process
+    (source tree, editable install or a staged build), none of our settings variables."""
+    import agent
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+    home = str(Path(agent.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def write_config(folder: Path, port: int, *, keepalive: int = 60, extra: str = "") -> Path:
     shutil.copy(EXAMPLES / "quickstart.py", folder / "quickstart.py")
     path = folder / "agent.toml"
@@ -51,7 +62,7 @@ class AgentProcess:
 
     def __init__(self, config: Path) -> None:
         self.log_path = config.parent / "agent.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+        env = agent_env()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "--config", str(config)],
@@ -255,7 +266,7 @@ def test_bad_config_exits_78_with_one_line(
     if not case.startswith(("app", "no app")):
         text = 'app = "quickstart:app"\n' + text  # reach the settings of the app
     config.write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+    env = agent_env()
     done = subprocess.run(
         [sys.executable, "-m", "agent", "--config", str(config)],
         cwd=tmp_path,
@@ -275,6 +286,7 @@ def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "agent", "--config", str(tmp_path / "no.toml")],
         cwd=tmp_path,
+        env=agent_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -287,7 +299,11 @@ def test_version_flag() -> None:
     import agent
 
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "agent", "--version"],
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0
     assert done.stdout.strip() == f"agent {agent.__version__}"

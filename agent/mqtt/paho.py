@@ -1,0 +1,594 @@
+"""The real MQTT client: paho-mqtt behind the ports of :mod:`agent.mqtt.port`.
+
+This is the only module of agent that imports paho, and the only place where paho 1.6
+(Debian 12) and paho 2.x (PyPI) differ: the constructor's ``CallbackAPIVersion``, the
+callback signatures and the reason-code types are all absorbed here (ADR-003).
+
+How it behaves:
+
+* ``start()`` returns at once. paho's own network thread (renamed ``mqtt-network``)
+  connects in the background and retries forever with capped exponential backoff, also
+  when the broker is down, the host name does not resolve or the network is not up yet.
+* While disconnected, ``publish()`` keeps the *latest* message per topic in a bounded
+  buffer (oldest topic dropped first) instead of letting paho's unbounded queue grow.
+  After a reconnect: subscriptions are restored, the connect callbacks run, then the buffer
+  goes out in order. Only then do publishes go straight to paho again, so nothing sent
+  later can overtake something older.
+* paho re-sends QoS 1 messages that were unacknowledged when the link died *after* our
+  connect handler returns. A newer message for the same topic is therefore held back until
+  the old one is acknowledged, so the broker never ends up retaining the stale one.
+* Callbacks registered by the runtime run on the network thread and must be quick; any
+  exception they raise is logged and never reaches paho.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent import settings as agent_settings
+from agent.mqtt.port import ConnectCallback, MessageCallback, WillConfig
+from agent.settings import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+PAHO_V2 = hasattr(mqtt, "CallbackAPIVersion")
+"""True on paho-mqtt 2.x, whose constructor takes a callback API version first."""
+
+SESSION_EXPIRY_SECONDS = 3600
+"""MQTT 5 persistent session lifetime: QoS 1 commands survive disconnections this long."""
+
+NETWORK_THREAD_NAME = "mqtt-network"
+
+_EARLY_ACK_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class _PahoClient(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed.
+
+    paho's ``on_connect_fail`` callback does not say why; wrapping the public
+    ``reconnect()`` (which the network loop calls for every attempt) gives us the
+    exception text to log, e.g. a DNS failure or a certificate that did not verify.
+    It is also the hook that re-reads a rotated password before each attempt.
+    """
+
+    last_connect_error: BaseException | None = None
+    before_connect: Callable[[], None] | None = None
+
+    def reconnect(self) -> Any:
+        if self.before_connect is not None:
+            self.before_connect()
+        try:
+            return super().reconnect()
+        except Exception as exc:
+            self.last_connect_error = exc
+            raise
+
+
+def _code(rc: Any) -> int:
+    # paho 1.6 hands us ints (3.1.1) or ReasonCodes (5); 2.x hands ReasonCode objects.
+    if isinstance(rc, int):
+        return int(rc)
+    return int(getattr(rc, "value", rc))
+
+
+def _connack_text(rc: Any) -> str:
+    return mqtt.connack_string(rc) if isinstance(rc, int) else str(rc)
+
+
+def _disconnect_text(rc: Any) -> str:
+    return mqtt.error_string(rc) if isinstance(rc, int) else str(rc)
+
+
+def _session_present(flags: Any) -> bool:
+    if isinstance(flags, dict):  # paho 1.6 and the 2.x VERSION1 API
+        return bool(flags.get("session present"))
+    return bool(getattr(flags, "session_present", False))
+
+
+def _resolve_password(settings: MqttSettings) -> str | None:
+    resolved = getattr(settings, "resolved_password", None)
+    if callable(resolved):
+        return resolved()
+    if settings.password is not None:
+        return settings.password
+    if settings.password_file:
+        with open(settings.password_file, encoding="utf-8") as handle:
+            return handle.read().strip()
+    return None
+
+
+def _default_client_id(prefix: str) -> str:
+    factory = getattr(agent_settings, "default_client_id", None)
+    if callable(factory):
+        return str(factory(prefix))
+    # Stable across restarts on purpose: a persistent session is found by client id.
+    return f"{prefix}-{socket.gethostname()}"
+
+
+def _tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """Verification always on: CERT_REQUIRED and host name check, system CAs by default.
+
+    Built here rather than by paho's ``tls_set`` so both paho versions get the same
+    context (1.6 would build a deprecated ``PROTOCOL_TLS`` one); ``tls_insecure_set`` is
+    never called.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+def _protocol(name: str) -> int:
+    if name in ("3.1.1", "311", "v311"):
+        return mqtt.MQTTv311
+    if name in ("5", "5.0", "v5"):
+        return mqtt.MQTTv5
+    raise ValueError(f"unsupported MQTT protocol {name!r}: use '3.1.1' or '5'")
+
+
+def _validate_topic(topic: str) -> None:
+    if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        raise ValueError(f"invalid publish topic {topic!r}")
+
+
+class MqttClient:
+    """Production MQTT adapter on paho-mqtt 1.6 or 2.x.
+
+    Implements every port of :mod:`agent.mqtt.port`. ``publish``/``subscribe`` are
+    thread-safe and never block; ``publish`` raises ``ValueError`` only for a programming
+    error (wildcard topic, bad QoS, payload over ``settings.max_payload_bytes``), never
+    because the broker is away.
+
+    Args:
+        settings: broker address, credentials, TLS, protocol, session and backoff.
+        will: the last will set on every connection (see ``build_will_config``).
+        client_id: overrides ``settings.client_id``; default is derived from the prefix
+            and the host name so it stays the same across restarts (persistent sessions).
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        will: WillConfig | None = None,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._will = will
+        self.client_id = (
+            client_id or settings.client_id or _default_client_id(settings.topic_prefix or "agent")
+        )
+        self._protocol = _protocol(settings.protocol)
+        self._address = f"{settings.host}:{settings.port}"
+        # One condition guards all state below; flush() waits on it. It is never held
+        # while calling into paho: paho calls on_publish holding its own lock, so the
+        # opposite order would deadlock.
+        self._cond = threading.Condition()
+        self._paho: _PahoClient | None = None
+        self._started = False
+        self._stopping = False
+        self._session_up = False  # CONNACK accepted, connect handling may still run
+        self._connected = False  # handling done: publishes go straight to paho
+        self._subscriptions: dict[str, int] = {}
+        self._message_callbacks: tuple[MessageCallback, ...] = ()
+        self._connect_callbacks: tuple[ConnectCallback, ...] = ()
+        self._buffer: OrderedDict[str, _Outgoing] = OrderedDict()
+        self._dropped = 0
+        self._pending: dict[int, _Outgoing] = {}  # mid -> message handed to paho, not acked
+        self._early_acks: OrderedDict[int, None] = OrderedDict()
+        self._stale: dict[int, str] = {}  # unacked mids from an earlier connection -> topic
+        self._stale_topics: Counter[str] = Counter()
+        self._held: dict[str, _Outgoing | None] = {}  # topic -> newer message waiting
+        self._failed_attempts = 0
+
+    # -- ports ---------------------------------------------------------------------------
+
+    def publish(
+        self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1
+    ) -> None:
+        """Publish now if connected, else keep the latest message for ``topic``."""
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        _validate_topic(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"invalid QoS {qos!r}")
+        if len(data) > self._settings.max_payload_bytes:
+            raise ValueError(
+                f"payload for {topic} is {len(data)} bytes, over max_payload_bytes="
+                f"{self._settings.max_payload_bytes}"
+            )
+        message = _Outgoing(topic, data, qos, bool(retain))
+        with self._cond:
+            if not self._connected or topic in self._held:
+                self._enqueue(message)
+                return
+        self._send(message)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now if connected; always restored after every reconnect."""
+        with self._cond:
+            self._subscriptions[topic] = qos
+            send_now = self._session_up and self._paho is not None
+        if send_now:
+            assert self._paho is not None
+            self._paho.subscribe(topic, qos)
+
+    def on_message(self, callback: MessageCallback) -> None:
+        """Register ``callback(topic, payload, retained)``; runs on the network thread."""
+        with self._cond:
+            self._message_callbacks = (*self._message_callbacks, callback)
+
+    def on_connect(self, callback: ConnectCallback) -> None:
+        """Register ``callback()`` for every (re)connect; runs on the network thread."""
+        with self._cond:
+            self._connect_callbacks = (*self._connect_callbacks, callback)
+
+    @property
+    def connected(self) -> bool:
+        """True once a (re)connect has been fully handled, until the link drops."""
+        with self._cond:
+            return self._connected
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no QoS>0 message is unacknowledged or buffered."""
+        with self._cond:
+            return self._cond.wait_for(self._all_acked, timeout=max(0.0, timeout))
+
+    def start(self) -> None:
+        """Start connecting in the background; returns at once, whatever the broker does.
+
+        Raises only for configuration errors paho detects up front (e.g. an unreadable
+        CA file).
+        """
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        client = self._build_client()
+        with self._cond:
+            self._paho = client
+        s = self._settings
+        if self._protocol == mqtt.MQTTv5:
+            properties = None
+            if not s.clean_session:
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+            client.connect_async(
+                s.host,
+                s.port,
+                keepalive=s.keepalive,
+                clean_start=bool(s.clean_session),
+                properties=properties,
+            )
+        else:
+            client.connect_async(s.host, s.port, keepalive=s.keepalive)
+        logger.info(
+            "MQTT connecting to %s as %s (MQTT %s, TLS %s, persistent session %s)",
+            self._address,
+            self.client_id,
+            s.protocol,
+            "on" if s.tls else "off",
+            "no" if s.clean_session else "yes",
+        )
+
+        client.loop_start()
+        thread = getattr(client, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.name = NETWORK_THREAD_NAME
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush (bounded), disconnect cleanly (no last will) and stop the network thread.
+
+        Idempotent. The runtime publishes ``offline`` itself before calling this; the
+        flush makes sure the broker has it.
+        """
+        with self._cond:
+            if not self._started or self._stopping:
+                self._started = True
+                self._stopping = True
+                return
+            self._stopping = True
+            client = self._paho
+        assert client is not None
+        deadline = time.monotonic() + timeout
+        if self.connected and not self.flush(timeout / 2):
+            logger.warning("MQTT stop: some QoS>0 messages were not acknowledged in time")
+        client.disconnect()
+        # loop_stop() joins without a bound; a connect attempt stuck in DNS or TCP must
+        # not hang shutdown, and paho's thread is a daemon anyway.
+        stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.1, deadline - time.monotonic()))
+        if stopper.is_alive():
+            logger.warning("MQTT network thread did not stop within %.1f s", timeout)
+        with self._cond:
+            left = len(self._buffer) + sum(1 for m in self._held.values() if m is not None)
+            self._connected = False
+            self._session_up = False
+        if left:
+            logger.warning("MQTT stopped with %d unsent buffered messages", left)
+        logger.info("MQTT client stopped (%s)", self._address)
+
+    # -- paho wiring -------------------------------------------------------------------
+
+    def _build_client(self) -> _PahoClient:
+        s = self._settings
+        kwargs: dict[str, Any] = {"client_id": self.client_id, "protocol": self._protocol}
+        if self._protocol != mqtt.MQTTv5:
+            # MQTT 5 has no clean_session: paho rejects it; clean_start is set on connect.
+            kwargs["clean_session"] = bool(s.clean_session)
+        if PAHO_V2:
+            client = _PahoClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        else:
+            client = _PahoClient(**kwargs)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        if self._will is not None:
+            w = self._will
+            client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        if s.username:
+            client.username_pw_set(s.username, _resolve_password(s))
+            client.before_connect = self._refresh_credentials
+        if s.tls:
+            client.tls_set_context(_tls_context(s))
+        client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)
+        return client
+
+    def _refresh_credentials(self) -> None:
+        # On the network thread: an exception here would kill it, so keep the old password.
+        client = self._paho
+        try:
+            password = _resolve_password(self._settings)
+        except Exception as exc:
+            logger.warning("MQTT: cannot re-read the password, keeping the previous one: %s", exc)
+            return
+        if client is not None:
+            client.username_pw_set(self._settings.username, password)
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        # Nagle's algorithm delays small MQTT packets (and so QoS 1 round trips) by up to
+        # ~40 ms waiting on delayed ACKs.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError) as exc:  # e.g. a websocket wrapper
+            logger.debug("MQTT: could not set TCP_NODELAY: %s", exc)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        with self._cond:
+            self._failed_attempts += 1
+            attempts = self._failed_attempts
+        error = getattr(client, "last_connect_error", None)
+        reason = f"{type(error).__name__}: {error}" if error else "unknown error"
+        # The first failure is news; the retries after it would flood the log.
+        if attempts == 1:
+            logger.warning(
+                "MQTT cannot connect to %s (%s); retrying with backoff up to %.0f s",
+                self._address,
+                reason,
+                self._settings.reconnect_max_delay,
+            )
+        elif attempts & (attempts - 1) == 0:
+            logger.info(
+                "MQTT still cannot connect to %s after %d attempts (%s)",
+                self._address,
+                attempts,
+                reason,
+            )
+        else:
+            logger.debug(
+                "MQTT connect attempt %d to %s failed (%s)", attempts, self._address, reason
+            )
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None
+    ) -> None:
+        if _code(rc) != 0:
+            # paho closes the link and retries with backoff.
+            logger.warning(
+                "MQTT broker %s refused the connection: %s", self._address, _connack_text(rc)
+            )
+            return
+        with self._cond:
+            self._session_up = True
+            topics = dict(self._subscriptions)
+            # paho re-sends these after this handler returns; see _drain().
+            self._stale = {mid: m.topic for mid, m in self._pending.items() if m.qos > 0}
+            self._stale_topics = Counter(self._stale.values())
+            callbacks = self._connect_callbacks
+            attempts, self._failed_attempts = self._failed_attempts, 0
+        logger.info(
+            "MQTT connected to %s (session present: %s%s)",
+            self._address,
+            "yes" if _session_present(flags) else "no",
+            f", after {attempts} failed attempts" if attempts else "",
+        )
+        for topic, qos in topics.items():
+            client.subscribe(topic, qos)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("MQTT connect callback %r failed", callback)
+        self._drain()
+
+    def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
+        # 1.6: (rc) or (rc, properties); 2.x VERSION2: (flags, reason_code, properties).
+        rc = args[1] if PAHO_V2 else args[0]
+        with self._cond:
+            was_up = self._session_up
+            self._connected = False
+            self._session_up = False
+            held = [m for m in self._held.values() if m is not None]
+            self._held.clear()
+            for message in held:
+                self._enqueue(message)
+            # paho drops unsent QoS 0 packets on reconnect and never acks them.
+            self._pending = {mid: m for mid, m in self._pending.items() if m.qos > 0}
+            stopping = self._stopping
+            self._cond.notify_all()
+        if stopping:
+            logger.info("MQTT disconnected from %s", self._address)
+        elif was_up:
+            logger.warning(
+                "MQTT lost connection to %s (%s); reconnecting with backoff %.1f..%.0f s",
+                self._address,
+                _disconnect_text(rc),
+                self._settings.reconnect_min_delay,
+                self._settings.reconnect_max_delay,
+            )
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            logger.warning("MQTT: dropping a message whose topic is not UTF-8")
+            return
+        payload = bytes(message.payload)
+        retained = bool(message.retain)
+        for callback in self._message_callbacks:
+            try:
+                callback(topic, payload, retained)
+            except Exception:
+                logger.exception("MQTT message callback failed for topic %s", topic)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        release = None
+        with self._cond:
+            if self._pending.pop(mid, None) is None:
+                # The ack beat _send() to recording the mid (paho's known race).
+                self._early_acks[mid] = None
+                if len(self._early_acks) > _EARLY_ACK_LIMIT:
+                    self._early_acks.popitem(last=False)
+            topic = self._stale.pop(mid, None)
+            if topic is not None:
+                self._stale_topics[topic] -= 1
+                if self._stale_topics[topic] <= 0:
+                    del self._stale_topics[topic]
+                    if topic in self._held:
+                        release = topic
+            self._cond.notify_all()
+        if release is not None:
+            self._release(release)
+
+    # -- outbound bookkeeping ----------------------------------------------------------
+
+    def _send(self, message: _Outgoing) -> None:
+        """Hand ``message`` to paho. Never called with ``self._cond`` held."""
+        client = self._paho
+        if client is None:
+            return
+        info = client.publish(message.topic, message.payload, message.qos, message.retain)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS or (
+            info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0
+        ):
+            # On NO_CONN paho keeps a QoS>0 message in its session and re-sends it after
+            # the reconnect; buffering it as well would send it twice.
+            with self._cond:
+                if info.mid in self._early_acks:
+                    del self._early_acks[info.mid]
+                else:
+                    self._pending[info.mid] = message
+        elif info.rc == mqtt.MQTT_ERR_NO_CONN:
+            with self._cond:  # the link dropped between our check and paho's
+                self._enqueue(message)
+        else:
+            logger.warning(
+                "MQTT publish to %s failed: %s", message.topic, mqtt.error_string(info.rc)
+            )
+
+    def _enqueue(self, message: _Outgoing) -> None:
+        """Keep the latest message per topic while offline. Caller holds ``self._cond``."""
+        if self._connected and message.topic in self._held:
+            self._held[message.topic] = message
+            return
+        if message.topic in self._buffer:
+            self._buffer[message.topic] = message
+            self._buffer.move_to_end(message.topic)
+            return
+        if len(self._buffer) >= max(0, self._settings.offline_buffer_size):
+            self._dropped += 1
+            if self._buffer:
+                self._buffer.popitem(last=False)
+            else:
+                return
+            if self._dropped == 1 or self._dropped % 100 == 0:
+                logger.warning(
+                    "MQTT offline buffer full (%d topics): dropped the oldest, %d dropped so far",
+                    self._settings.offline_buffer_size,
+                    self._dropped,
+                )
+        self._buffer[message.topic] = message
+
+    def _drain(self) -> None:
+        """Send the offline buffer in order, then switch to direct publishing.
+
+        Runs on the network thread. Publishes made meanwhile (by connect callbacks or
+        other threads) land in the buffer and are picked up by the next round, so order
+        is kept without holding the lock while calling paho.
+        """
+        while True:
+            batch: list[_Outgoing] = []
+            with self._cond:
+                if not self._session_up:
+                    return
+                if not self._buffer:
+                    self._connected = True
+                    dropped, self._dropped = self._dropped, 0
+                    self._cond.notify_all()
+                    break
+                while self._buffer:
+                    _, message = self._buffer.popitem(last=False)
+                    if self._stale_topics.get(message.topic):
+                        self._held[message.topic] = message  # wait for the older ack
+                    else:
+                        batch.append(message)
+            for message in batch:
+                self._send(message)
+        if dropped:
+            logger.warning("MQTT: %d buffered messages were dropped while offline", dropped)
+
+    def _release(self, topic: str) -> None:
+        """Send the newest held message for ``topic`` now that older ones are acked."""
+        while True:
+            with self._cond:
+                message = self._held.get(topic)
+                if message is None:
+                    # Nothing newer arrived while we were sending: stop holding the topic.
+                    self._held.pop(topic, None)
+                    self._cond.notify_all()
+                    return
+                # Keep the topic marked so a concurrent publish queues behind this one.
+                self._held[topic] = None
+            self._send(message)
+
+    def _all_acked(self) -> bool:
+        if self._session_up and not self._connected:
+            return False  # _drain() is handing the buffer to paho right now
+        return (
+            not self._held  # includes topics whose held message is being sent
+            and not any(m.qos > 0 for m in self._pending.values())
+            and not any(m.qos > 0 for m in self._buffer.values())
+        )

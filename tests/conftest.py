@@ -1,0 +1,34 @@
+"""Shared fixtures: a private mosquitto per test and a wire observer connected to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agent.testing.mosquitto import Mosquitto, Observer
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A private mosquitto on a free 127.0.0.1 port, stopped at teardown.
+
+    ``broker.stop()``, ``broker.kill()`` and ``broker.restart()`` (same port) are there
+    for reconnection tests; ``broker.log_text()`` helps when one fails.
+    """
+    server = Mosquitto(directory=tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def observer(broker: Mosquitto) -> Iterator[Observer]:
+    """A real paho client subscribed to ``#`` on ``broker``, closed at teardown."""
+    watcher = Observer(broker.host, broker.port, client_id="test-observer")
+    try:
+        yield watcher
+    finally:
+        watcher.close()

@@ -1,0 +1,606 @@
+"""MqttClient against a real private mosquitto, observed on the wire by a real paho client.
+
+Runs on paho 2.x (.venv) and paho 1.6 (/usr/bin/python3). Keepalives and backoffs are
+short and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.mqtt.paho import NETWORK_THREAD_NAME, MqttClient
+from agent.mqtt.port import (
+    MqttConnectionEvents,
+    MqttLifecycle,
+    MqttMessageHandler,
+    MqttPort,
+    WillConfig,
+)
+from agent.settings import MqttSettings
+from agent.testing.mosquitto import Mosquitto, Observer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_for(broker: Mosquitto, **overrides: Any) -> MqttSettings:
+    values: dict[str, Any] = {
+        "host": broker.host,
+        "port": broker.port,
+        "topic_prefix": "t",
+        "keepalive": 5,
+        "reconnect_min_delay": 0.05,
+        "reconnect_max_delay": 0.2,
+    }
+    values.update(overrides)
+    return MqttSettings(**values)
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` s (bounded, not a guess)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+class Inbox:
+    """A message callback that queues what it receives, for bounded waits."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+
+    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
+        self.queue.put((topic, payload, retained))
+
+    def get(self, timeout: float = 5.0) -> tuple[str, bytes, bool]:
+        return self.queue.get(timeout=timeout)
+
+
+class ConnectCounter:
+    """A connect callback that counts calls and lets a test wait for the n-th one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def __call__(self) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.count >= n, timeout), (
+                f"connect callback called {self.count} times, expected {n}"
+            )
+
+
+class LogWatch(logging.Handler):
+    """Collects agent.mqtt.paho records; a test can wait for one containing a text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._cond = threading.Condition()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def count(self, text: str) -> int:
+        with self._cond:
+            return sum(1 for r in self.records if text in r.getMessage())
+
+    def wait_for(self, text: str, n: int = 1, timeout: float = 5.0) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: sum(1 for r in self.records if text in r.getMessage()) >= n, timeout
+            )
+            if not ok:
+                seen = "\n".join(r.getMessage() for r in self.records)
+                raise AssertionError(f"no {n}x log {text!r} within {timeout} s; got:\n{seen}")
+
+
+@pytest.fixture
+def log_watch() -> Iterator[LogWatch]:
+    logger = logging.getLogger("agent.mqtt.paho")
+    handler = LogWatch()
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture
+def clients() -> Iterator[list[MqttClient]]:
+    """Every MqttClient a test appends here is stopped at teardown."""
+    made: list[MqttClient] = []
+    yield made
+    for client in made:
+        client.stop(timeout=2)
+
+
+def started(
+    clients: list[MqttClient],
+    settings: MqttSettings,
+    will: WillConfig | None = None,
+    *,
+    subscribe: tuple[str, ...] = (),
+    client_id: str | None = None,
+    wait: bool = True,
+) -> tuple[MqttClient, Inbox, ConnectCounter]:
+    client = MqttClient(settings, will, client_id=client_id)
+    clients.append(client)
+    inbox, connects = Inbox(), ConnectCounter()
+    client.on_message(inbox)
+    client.on_connect(connects)
+    for topic in subscribe:
+        client.subscribe(topic)
+    if subscribe:
+        client.subscribe(PROBE)
+    client.start()
+    if wait:
+        connects.wait_for(1)
+        if subscribe:
+            wait_subscribed(client, inbox)
+    return client, inbox, connects
+
+
+PROBE = "probe/subscribed"
+
+
+def wait_subscribed(client: MqttClient, inbox: Inbox, timeout: float = 5.0) -> None:
+    """Block until the broker has our subscriptions: our own probe message comes back.
+
+    The connect callback runs once SUBSCRIBE is sent, not acknowledged; the probe is
+    published after it on the same connection, so its return proves the SUBACK.
+    """
+    client.publish(PROBE, "sync")
+    others: list[tuple[str, bytes, bool]] = []
+    while (message := inbox.get(timeout)) != (PROBE, b"sync", False):
+        others.append(message)
+    with inbox.queue.mutex:  # e.g. queued session messages: keep them, first, in order
+        inbox.queue.queue.extendleft(reversed(others))
+
+
+# -- basics ----------------------------------------------------------------------------
+
+
+def test_client_implements_every_port() -> None:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1))
+    for port in (MqttPort, MqttMessageHandler, MqttLifecycle, MqttConnectionEvents):
+        assert isinstance(client, port)
+    client.stop()  # never started: a no-op
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_round_trip_both_ways(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient], protocol: str
+) -> None:
+    client, inbox, _ = started(
+        clients, settings_for(broker, protocol=protocol), subscribe=("t/dev/set",)
+    )
+    assert client.connected
+
+    client.publish("t/dev/state", '{"on": true}', retain=True)
+    client.publish("t/dev/event", b"\x01\x02", qos=0)
+    state = observer.wait_for("t/dev/state")
+    assert (state.payload, state.qos) == (b'{"on": true}', 1)
+    assert observer.wait_for("t/dev/event").payload == b"\x01\x02"
+    assert client.flush(5)
+
+    observer.publish("t/dev/set", "off")
+    assert inbox.get() == ("t/dev/set", b"off", False)
+
+    # Retained on the broker: a fresh subscriber gets it with the retain flag.
+    late = Observer(broker.host, broker.port, ["t/dev/state"], client_id="late")
+    try:
+        message = late.wait_for("t/dev/state")
+        assert (message.payload, message.retain) == (b'{"on": true}', True)
+    finally:
+        late.close()
+
+
+def test_publish_rejects_programming_errors(clients: list[MqttClient]) -> None:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1, max_payload_bytes=4))
+    with pytest.raises(ValueError):
+        client.publish("t/+/state", "x")
+    with pytest.raises(ValueError):
+        client.publish("", "x")
+    with pytest.raises(ValueError):
+        client.publish("t/state", "x", qos=3)
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        client.publish("t/state", "12345")
+
+
+def test_socket_has_tcp_nodelay_and_network_thread_is_named(
+    broker: Mosquitto, clients: list[MqttClient]
+) -> None:
+    client, _, _ = started(clients, settings_for(broker))
+    sock = client._paho.socket()  # type: ignore[union-attr]
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert NETWORK_THREAD_NAME in {t.name for t in threading.enumerate()}
+
+
+def test_stop_is_idempotent_and_sends_no_will(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient]
+) -> None:
+    client, _, _ = started(clients, settings_for(broker), WillConfig("t/status", "died"))
+    client.publish("t/status", "offline", retain=True)  # what the runtime does first
+    client.stop()
+    client.stop()
+    assert not client.connected
+    # The flush in stop() made sure the broker had it before the clean DISCONNECT, and the
+    # clean DISCONNECT means the broker drops the will.
+    observer.publish("t/probe", "x")  # the broker handled everything before this
+    observer.wait_for("t/probe")
+    assert [m.payload for m in observer.messages("t/status")] == [b"offline"]
+
+
+# -- the last will -----------------------------------------------------------------------
+
+KILL_SCRIPT = """
+import sys, threading
+from agent.mqtt.paho import MqttClient
+from agent.mqtt.port import WillConfig
+from agent.settings import MqttSettings
+
+settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), keepalive=5)
+client = MqttClient(settings, WillConfig("kill/status"), client_id="kill-test")
+connected = threading.Event()
+client.on_connect(connected.set)
+client.start()
+assert connected.wait(10)
+client.publish("kill/status", "online", retain=True)
+assert client.flush(5)
+threading.Event().wait(60)
+"""
+
+
+def test_broker_publishes_the_will_when_the_process_is_killed(
+    broker: Mosquitto, observer: Observer
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, broker.host, str(broker.port)], cwd=REPO, env=env
+    )
+    try:
+        observer.wait_for("kill/status", lambda m: m.payload == b"online", timeout=10)
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+        observer.wait_for("kill/status", lambda m: m.payload == b"offline", timeout=5)
+    finally:
+        process.kill()
+        process.wait(5)
+    late = Observer(broker.host, broker.port, ["kill/status"], client_id="late")
+    try:
+        message = late.wait_for("kill/status")
+        assert (message.payload, message.retain, message.qos) == (b"offline", True, 1)
+    finally:
+        late.close()
+
+
+# -- reconnection ----------------------------------------------------------------------
+
+
+def test_broker_restart_reconnects_resubscribes_and_sends_latest_buffered(
+    broker: Mosquitto, clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    client, inbox, connects = started(
+        clients, settings_for(broker, offline_buffer_size=3), subscribe=("t/cmd",)
+    )
+    broker.stop()
+    eventually(lambda: not client.connected, what="the client to notice the broker is gone")
+    log_watch.wait_for("lost connection")
+
+    # While down: a=1, b=1, a=2, c=1, d=1 with room for 3 topics -> a=2, c=1, d=1.
+    for topic, value in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1"), ("d", "1")]:
+        client.publish(f"t/buf/{topic}", value, retain=True)
+    assert client._paho._out_messages == {}  # type: ignore[union-attr]  # paho's queue
+    assert not client.flush(0.05)  # buffered, not acknowledged
+    log_watch.wait_for("offline buffer full")
+
+    broker.start()
+    connects.wait_for(2)
+    assert client.flush(5)
+    log_watch.wait_for("dropped while offline")
+
+    watcher = Observer(broker.host, broker.port, ["t/buf/#", "t/end"], client_id="w")
+    try:
+        watcher.publish("t/end", "x")
+        watcher.wait_for("t/end")  # retained messages were queued before this
+        got = {m.topic: m.payload for m in watcher.messages("t/buf/#")}
+        assert got == {"t/buf/a": b"2", "t/buf/c": b"1", "t/buf/d": b"1"}
+        watcher.publish("t/cmd", "again")
+        assert inbox.get() == ("t/cmd", b"again", False)  # resubscribed
+    finally:
+        watcher.close()
+
+
+def test_start_without_broker_then_broker_appears(
+    tmp_path: Path, clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    server = Mosquitto(directory=tmp_path)  # configured, not started yet
+    try:
+        before = time.monotonic()
+        client, _, connects = started(clients, settings_for(server), wait=False)
+        assert time.monotonic() - before < 1.0  # start() never blocks on the network
+        log_watch.wait_for("cannot connect")
+        log_watch.wait_for("still cannot connect")  # it keeps retrying
+        assert not client.connected
+        client.publish("t/state", "early", retain=True)
+        server.start()
+        connects.wait_for(1)
+        watcher = Observer(server.host, server.port, ["t/state"], client_id="w")
+        try:
+            assert watcher.wait_for("t/state").payload == b"early"
+        finally:
+            watcher.close()
+    finally:
+        server.close()
+
+
+def test_unresolvable_host_is_retried_and_stop_is_prompt(
+    clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    settings = MqttSettings(
+        host="does-not-exist.invalid", port=1883, reconnect_min_delay=0.05, reconnect_max_delay=0.1
+    )
+    client = MqttClient(settings)
+    before = time.monotonic()
+    client.start()
+    assert time.monotonic() - before < 1.0
+    log_watch.wait_for("cannot connect")
+    log_watch.wait_for("still cannot connect", n=2, timeout=10)  # attempts 2 and 4
+    assert not client.connected
+    before = time.monotonic()
+    client.stop(timeout=3)
+    assert time.monotonic() - before < 3.5
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_persistent_session_keeps_qos1_commands_sent_while_away(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient], protocol: str
+) -> None:
+    settings = settings_for(broker, protocol=protocol)
+    first, _, _ = started(clients, settings, subscribe=("t/dev/set",), client_id="persist")
+    first.stop()
+
+    observer.publish("t/dev/set", "while-away", qos=1)
+
+    _, inbox, _ = started(clients, settings, subscribe=("t/dev/set",), client_id="persist")
+    assert inbox.get() == ("t/dev/set", b"while-away", False)
+
+
+def test_a_raising_callback_does_not_kill_the_network_thread(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    client = MqttClient(settings_for(broker))
+    clients.append(client)
+    inbox, connects = Inbox(), ConnectCounter()
+
+    def bad_message(topic: str, payload: bytes, retained: bool) -> None:
+        raise RuntimeError("handler bug")
+
+    def bad_connect() -> None:
+        raise RuntimeError("connect hook bug")
+
+    client.on_message(bad_message)
+    client.on_message(inbox)
+    client.on_connect(bad_connect)
+    client.on_connect(connects)
+    client.subscribe("t/in")
+    client.subscribe(PROBE)
+    client.start()
+    connects.wait_for(1)
+    wait_subscribed(client, inbox)
+
+    observer.publish("t/in", "1")
+    observer.publish("t/in", "2")
+    assert inbox.get() == ("t/in", b"1", False)
+    assert inbox.get() == ("t/in", b"2", False)
+    assert log_watch.count("message callback failed for topic t/in") == 2
+    assert log_watch.count("connect callback") == 1
+    client.publish("t/out", "still alive")
+    observer.wait_for("t/out")
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _make_ca(directory: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+        cwd=directory,
+    )  # fmt: skip
+
+
+def _make_cert(directory: Path, ca: str, name: str, san: str) -> None:
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        cwd=directory,
+    )  # fmt: skip
+    (directory / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+        cwd=directory,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker with only a TLS listener that also requires a client certificate."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_ca(certs, "ca")
+    _make_ca(certs, "other-ca")
+    _make_cert(certs, "ca", "server", "IP:127.0.0.1,DNS:localhost")
+    _make_cert(certs, "ca", "client", "DNS:client")
+    server = Mosquitto(
+        [
+            f"cafile {certs / 'ca.crt'}",
+            f"certfile {certs / 'server.crt'}",
+            f"keyfile {certs / 'server.key'}",
+            "require_certificate true",
+        ],
+        directory=tmp_path / "broker",
+    )
+    server.certs = certs  # type: ignore[attr-defined]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_tls_with_the_right_ca_and_a_client_certificate_connects(
+    tls_broker: Mosquitto, clients: list[MqttClient]
+) -> None:
+    certs: Path = tls_broker.certs  # type: ignore[attr-defined]
+    settings = settings_for(
+        tls_broker,
+        tls=True,
+        ca_file=str(certs / "ca.crt"),
+        cert_file=str(certs / "client.crt"),
+        key_file=str(certs / "client.key"),
+    )
+    client, inbox, _ = started(clients, settings, subscribe=("t/echo",))
+    client.publish("t/echo", "over tls")
+    assert inbox.get() == ("t/echo", b"over tls", False)
+
+
+def test_tls_with_the_wrong_ca_does_not_connect(
+    tls_broker: Mosquitto, clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    certs: Path = tls_broker.certs  # type: ignore[attr-defined]
+    settings = settings_for(
+        tls_broker,
+        tls=True,
+        ca_file=str(certs / "other-ca.crt"),
+        cert_file=str(certs / "client.crt"),
+        key_file=str(certs / "client.key"),
+    )
+    client, _, connects = started(clients, settings, wait=False)
+    log_watch.wait_for("CERTIFICATE_VERIFY_FAILED")
+    log_watch.wait_for("still cannot connect")  # and it keeps refusing on retries
+    assert not client.connected
+    assert connects.count == 0
+
+
+# -- ordering after a reconnect (paho's callbacks driven by hand, no broker) -------------
+
+
+class FakeInfo:
+    def __init__(self, mid: int, rc: int = 0) -> None:
+        self.mid, self.rc = mid, rc
+
+
+class FakePaho:
+    """Stands in for paho's client: records what MqttClient hands it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.subscribed: list[str] = []
+        self.next_mid = 0
+        self.ack_synchronously: Callable[[int], None] | None = None
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> FakeInfo:
+        self.next_mid += 1
+        self.sent.append((topic, payload))
+        if self.ack_synchronously is not None:
+            self.ack_synchronously(self.next_mid)  # the ack beats publish() returning
+        return FakeInfo(self.next_mid)
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self.subscribed.append(topic)
+
+
+def _hand_driven() -> tuple[MqttClient, FakePaho, Callable[[], None], Callable[[], None]]:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1))
+    fake = FakePaho()
+    client._paho = fake  # type: ignore[assignment]
+
+    def connect() -> None:
+        client._on_connect(fake, None, {"session present": 1}, 0)
+
+    def disconnect() -> None:
+        client._on_disconnect(fake, None, None, 7, None)  # same arity on 1.6 and 2.x paths
+
+    return client, fake, connect, disconnect
+
+
+def test_newer_message_waits_for_the_ack_of_an_older_one_paho_resends() -> None:
+    client, fake, connect, disconnect = _hand_driven()
+    client.subscribe("t/cmd")
+    connect()
+    assert fake.subscribed == ["t/cmd"]
+    client.publish("t/s", "1", retain=True)  # mid 1, never acked before the link drops
+    disconnect()
+    client.publish("t/s", "2", retain=True)
+    client.publish("t/o", "x")
+    fake.sent.clear()
+
+    connect()  # paho would now re-send mid 1 ("1") after this handler returns
+    assert fake.subscribed == ["t/cmd", "t/cmd"]
+    assert fake.sent == [("t/o", b"x")]  # "2" is held back behind the re-sent "1"
+    client.publish("t/s", "3", retain=True)  # newer still: replaces the held "2"
+    assert fake.sent == [("t/o", b"x")]
+    assert not client.flush(0)
+
+    client._on_publish(fake, None, 1)  # the broker acks the re-sent "1"
+    assert fake.sent == [("t/o", b"x"), ("t/s", b"3")]
+    client.publish("t/s", "4", retain=True)  # no longer held: straight out
+    assert fake.sent[-1] == ("t/s", b"4")
+    for mid in range(2, fake.next_mid + 1):
+        client._on_publish(fake, None, mid)
+    assert client.flush(0)
+
+
+def test_buffer_goes_out_in_publish_order_newest_per_topic_after_connect_callbacks() -> None:
+    client, fake, connect, disconnect = _hand_driven()
+    client.on_connect(lambda: client.publish("t/status", "online"))
+    for topic, value in [("a", "1"), ("b", "1"), ("a", "2")]:
+        client.publish(f"t/{topic}", value)
+    assert fake.sent == []
+    connect()
+    # The callback's publish joins the buffer behind what was published while away.
+    assert fake.sent == [("t/b", b"1"), ("t/a", b"2"), ("t/status", b"online")]
+    assert client.connected
+    disconnect()
+    assert not client.connected
+
+
+def test_an_ack_that_arrives_before_publish_returns_is_not_lost() -> None:
+    client, fake, connect, _ = _hand_driven()
+    connect()
+    fake.ack_synchronously = lambda mid: client._on_publish(fake, None, mid)
+    client.publish("t/s", "1")
+    assert client.flush(0)
