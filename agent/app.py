@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
@@ -241,12 +241,12 @@ class App:
             if restore is not None:
                 restore()
 
-    def cli(self, argv: list[str] | None = None) -> int:
-        """Run with command-line arguments (``--config``, ``--dry-run``, ...); returns the exit
-        code: 0 after a clean shutdown, 78 for a configuration error, 1 otherwise."""
+    def cli(self, argv: list[str] | None = None) -> NoReturn:
+        """Run with command-line arguments (``--config``, ``--dry-run``, ...) and exit the
+        process: 0 after a clean shutdown, 78 for a configuration error, 1 otherwise."""
         from agent.cli import run_app
 
-        return run_app(self, argv)
+        raise SystemExit(run_app(self, argv))
 
 
 def _name_of(name: str | Callable[..., Any]) -> str:

@@ -83,4 +83,4 @@ def blind(ctx: agent.DeviceContext, log: logging.Logger) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(app.cli())
+    app.cli()

@@ -148,7 +148,8 @@ def test_quick_example_end_to_end(
     observer.publish("gas2mqtt/valve/set", b"\xff\xfe")
     observer.publish("gas2mqtt/valve/set", b"x" * (256 * 1024 + 1))
     observer.publish("gas2mqtt/valve/set", "sideways")
-    observer.publish("gas2mqtt/blind/position/set", "400")
+    observer.publish("gas2mqtt/blind/position/set", "400")  # rejected by the handler
+    observer.publish("gas2mqtt/blind/position/set", "abc")  # int() raises inside it
 
     def error_of(kind: str, device: str):  # type: ignore[no-untyped-def]
         def match(m: Message) -> bool:
@@ -163,7 +164,14 @@ def test_quick_example_end_to_end(
         body = payload_json(err)
         assert set(body) == {"error_type", "message", "device", "timestamp", "details"}
         assert body["timestamp"].endswith("+00:00")
-    observer.wait_for("gas2mqtt/error", error_of("error", "blind"), timeout=BOUND)
+    blind_errors = [
+        payload_json(m)["message"]
+        for m in (
+            observer.wait_for("gas2mqtt/blind/error", lambda m, t=t: t in m.payload, timeout=BOUND)
+            for t in (b"0-100", b"invalid literal")
+        )
+    ]
+    assert "position must be 0-100, got 400" in blind_errors[0]
     observer.publish("gas2mqtt/valve/set", "closed")
     observer.wait_for(
         "gas2mqtt/valve/state", lambda m: payload_json(m) == {"state": "closed"}, timeout=BOUND

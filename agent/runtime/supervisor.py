@@ -58,8 +58,13 @@ class Runtime:
         self.topics = Topics(self.prefix)
         if mqtt is None:
             from agent.mqtt.paho import MqttClient  # only the real run needs paho
+            from agent.settings import default_client_id
 
-            mqtt = MqttClient(mqtt_settings, will=build_will_config(self.prefix))
+            mqtt = MqttClient(
+                mqtt_settings,
+                will=build_will_config(self.prefix),
+                client_id=mqtt_settings.client_id or default_client_id(self.prefix),
+            )
         self.mqtt = mqtt
         self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
         self.errors = ErrorPublisher(mqtt, self.prefix, dict(app.error_type_map))
@@ -136,9 +141,14 @@ class Runtime:
             if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
                 self._stack.enter_context(adapter)  # type: ignore[arg-type]
         if app.lifespan is not None:
-            self._stack.enter_context(
-                app.lifespan(AppContext(settings=settings, adapters=adapters))
-            )
+            manager = app.lifespan(AppContext(settings=settings, adapters=adapters))
+            if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
+                raise TypeError(
+                    f"lifespan {app.lifespan.__qualname__!r} returned {type(manager).__name__}, "
+                    "not a context manager: decorate it with contextlib.contextmanager "
+                    "(agent runs no asyncio, so not asynccontextmanager)"
+                )
+            self._stack.enter_context(manager)
         hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
         for hook in app.configure_hooks:
             call_with_injection(hook, hook_providers, "on_configure hook")
