@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
-from agent.registry import IntervalSpec, Registry
+from agent.registry import IntervalSpec, Kind, Registry
 from agent.settings import Settings
 from agent.topics import validate_name
 
@@ -98,6 +98,13 @@ class App:
 
     # -- registration -----------------------------------------------------------------------
 
+    def _decorator(self, kind: Kind, name: str | None, **options: Any) -> Callable[[F], F]:
+        def decorator(func: F) -> F:
+            self.registry.add(kind, name, func, **options)
+            return func
+
+        return decorator
+
     def device(
         self,
         name: str | None = None,
@@ -107,11 +114,7 @@ class App:
     ) -> Callable[[F], F]:
         """Register a device function run once on its own thread (usually a loop)."""
 
-        def decorator(func: F) -> F:
-            self.registry.add("device", name, func, init=init, enabled=enabled)
-            return func
-
-        return decorator
+        return self._decorator("device", name, init=init, enabled=enabled)
 
     def add_device(
         self,
@@ -138,13 +141,7 @@ class App:
         """Register a handler called every ``interval`` seconds; a returned dict is published
         as state (None publishes nothing). ``interval`` may be a function of the settings."""
 
-        def decorator(func: F) -> F:
-            self.registry.add(
-                "telemetry", name, func, init=init, enabled=enabled, interval=interval
-            )
-            return func
-
-        return decorator
+        return self._decorator("telemetry", name, init=init, enabled=enabled, interval=interval)
 
     def add_telemetry(
         self,
@@ -177,11 +174,7 @@ class App:
         """Register a handler called for each command on ``{prefix}/{name}/set``; parameters
         named ``topic`` and ``payload`` get the message, a returned dict is published."""
 
-        def decorator(func: F) -> F:
-            self.registry.add("command", name, func, init=init, enabled=enabled)
-            return func
-
-        return decorator
+        return self._decorator("command", name, init=init, enabled=enabled)
 
     def add_command(
         self,
