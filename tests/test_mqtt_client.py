@@ -30,6 +30,7 @@ from agent.mqtt.port import (
     WillConfig,
 )
 from agent.settings import MqttSettings
+from agent.testing import eventually
 from agent.testing.mosquitto import Mosquitto, Observer
 
 pytestmark = pytest.mark.integration
@@ -48,15 +49,6 @@ def settings_for(broker: Mosquitto, **overrides: Any) -> MqttSettings:
     }
     values.update(overrides)
     return MqttSettings(**values)
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` s (bounded, not a guess)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.01)
 
 
 class Inbox:

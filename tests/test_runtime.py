@@ -15,7 +15,7 @@ from agent.clock import ClockPort
 from agent.context import AppContext, Command, DeviceContext
 from agent.mqtt.fakes import MockMqttClient
 from agent.settings import Settings
-from agent.testing.clock import FakeClock
+from agent.testing import FakeClock, eventually
 
 BOUND = 5.0  # real seconds any wait in these tests may take before it is a failure
 
@@ -60,20 +60,8 @@ class Running:
             raise self.error
 
     def until(self, predicate: Callable[[], object], what: str) -> None:
-        """Wait (bounded, on a condition — not a sleep) until ``predicate()`` is truthy."""
-        done = threading.Event()
-        deadline = threading.Event()
-        timer = threading.Timer(BOUND, deadline.set)
-        timer.start()
-        try:
-            while not predicate():
-                if deadline.is_set():
-                    raise AssertionError(
-                        f"timed out waiting for {what}; published: {self.mqtt.published}"
-                    )
-                done.wait(0.005)
-        finally:
-            timer.cancel()
+        """Wait (bounded) until ``predicate()`` holds, showing what was published if not."""
+        eventually(predicate, BOUND, what, describe=lambda: f"published: {self.mqtt.published}")
 
     def states(self, topic: str) -> list[dict]:
         return [json.loads(p) for p, _retain, _qos in self.mqtt.get_messages_for(topic)]

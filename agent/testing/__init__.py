@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from agent.testing.clock import FakeClock
+from agent.testing.waiting import eventually
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "eventually"]
