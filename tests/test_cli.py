@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,22 @@ from agent.app import App
 from agent.context import AppContext
 from agent.mqtt.fakes import MockMqttClient
 from agent.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _keep_root_logging() -> Iterator[None]:
+    """App.cli() configures the root logger; give the next test the one it had."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def test_cli_exits_78_with_one_line_for_a_bad_config(
@@ -52,3 +69,16 @@ def test_async_lifespan_is_refused_with_a_clear_message() -> None:
     app = App("demo", lifespan=lifespan)
     with pytest.raises(TypeError, match=r"not a context manager.*contextmanager"):
         app.run(mqtt=MockMqttClient(), settings=Settings())
+
+
+def test_cli_exits_1_for_an_unexpected_error(tmp_path: Path) -> None:
+    @contextlib.contextmanager
+    def lifespan(ctx: AppContext):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database is on fire")
+        yield
+
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        App("demo", lifespan=lifespan).cli(["--env-file", str(empty), "--log-format", "text"])
+    assert exit_info.value.code == 1
