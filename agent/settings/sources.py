@@ -1,0 +1,239 @@
+"""Reading the sources a :class:`Settings` class is loaded from: TOML, ``.env``, environment.
+
+Each reader returns the values it found as ``{key path: _Raw}`` (``("mqtt", "port")``), with
+the file, line and variable name kept for error messages; :meth:`Settings.load
+<agent.settings.Settings.load>` layers them. Unknown keys are errors here, with a
+``did you mean`` suggestion. :func:`read_toml` is public for callers that need a key before
+they know the schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import pathlib
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agent.settings.conversion import _Raw, _show
+from agent.settings.errors import ConfigError
+from agent.settings.fields import _Field, _fields
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from agent.settings.model import Settings
+    from agent.settings.section import Section
+
+__all__ = ["read_toml"]
+
+
+def _suggest(wrong: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
+    return f" (did you mean {json.dumps(close[0])}?)" if close else ""
+
+
+def _all_paths(cls: type[Section], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], _Field]:
+    """Every leaf setting of ``cls`` by key path."""
+    out: dict[tuple[str, ...], _Field] = {}
+    for name, spec in _fields(cls).items():
+        if spec.is_section:
+            out.update(_all_paths(spec.type, (*path, name)))
+        else:
+            out[(*path, name)] = spec
+    return out
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML file without checking it against any settings class.
+
+    For callers that need one key before they know the schema (the ``agent`` command reads
+    ``app = "module:attribute"`` first). Raises :class:`ConfigError` for a missing,
+    unreadable or malformed file, with the line number of a syntax error.
+    """
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source=source, detail="config file not found") from None
+    except OSError as err:
+        raise ConfigError(source=source, detail=f"cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(source=source, detail=f"invalid TOML: not UTF-8 ({err.reason})") from None
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        # tomllib puts the position at the end of its message: "... (at line 3, column 5)".
+        match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+        line = None
+        if match:
+            line = int(match.group(1))
+            message = f"{message[: match.start()]} (column {match.group(2)})"
+        raise ConfigError(source=source, line=line, detail=f"invalid TOML: {message}") from None
+
+
+def _read_toml(cls: type[Section], path: pathlib.Path) -> dict[tuple[str, ...], _Raw]:
+    data = read_toml(path)
+    source = str(path)
+    out: dict[tuple[str, ...], _Raw] = {}
+    _flatten_toml(cls, data, (), source, out)
+    return out
+
+
+def _flatten_toml(
+    cls: type[Section],
+    table: dict[str, Any],
+    path: tuple[str, ...],
+    source: str,
+    out: dict[tuple[str, ...], _Raw],
+) -> None:
+    fields = _fields(cls)
+    for key, value in table.items():
+        here = (*path, key)
+        dotted = ".".join(here)
+        spec = fields.get(key)
+        if spec is None:
+            choices = [".".join((*path, name)) for name in fields]
+            raise ConfigError(
+                source=source,
+                key=dotted,
+                detail="unknown key" + _suggest(dotted, choices),
+            )
+        if spec.is_section:
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    source=source,
+                    key=dotted,
+                    expected=f"a table [{dotted}]",
+                    found=_show(value),
+                )
+            _flatten_toml(spec.type, value, here, source, out)
+        else:
+            out[here] = _Raw(value, source, typed=True)
+
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def _parse_dotenv(text: str, source: str) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(line number, name, value)`` for each assignment in a ``.env`` file.
+
+    Understands what docker compose and systemd users write: ``#`` comments (whole-line, or
+    after whitespace on an unquoted value), an optional ``export`` prefix, single quotes
+    (literal) and double quotes (``\\n``, ``\\"``, ``\\\\`` escapes). Values are not
+    interpolated.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.match(stripped)
+        if not match:
+            # The line is not shown: it may hold a password.
+            raise ConfigError(
+                source=source, line=number, detail="invalid line: expected NAME=value"
+            )
+        name, rest = match.groups()
+        if rest[:1] in ("'", '"'):
+            value, tail = _unquote(rest, source, number)
+            if tail.strip() and not tail.strip().startswith("#"):
+                raise ConfigError(
+                    source=source,
+                    line=number,
+                    variable=name,
+                    detail="unexpected text after the closing quote",
+                )
+        else:
+            value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()
+        yield number, name, value
+
+
+def _unquote(rest: str, source: str, number: int) -> tuple[str, str]:
+    quote = rest[0]
+    out: list[str] = []
+    i = 1
+    while i < len(rest):
+        char = rest[i]
+        if char == quote:
+            return "".join(out), rest[i + 1 :]
+        if quote == '"' and char == "\\" and i + 1 < len(rest):
+            nxt = rest[i + 1]
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    raise ConfigError(source=source, line=number, detail=f"missing closing {quote} quote")
+
+
+def _env_names(cls: type[Settings]) -> dict[str, tuple[str, ...]]:
+    """Upper-cased variable name -> key path, e.g. ``MYAPP_MQTT__HOST -> ("mqtt", "host")``."""
+    prefix = cls.env_prefix.upper()
+    return {prefix + "__".join(path).upper(): path for path in _all_paths(cls)}
+
+
+def _env_key(name: str, prefix: str) -> str:
+    """The dotted key an unknown variable name would have had: ``MQTT__HOTS -> mqtt.hots``."""
+    upper, prefix = name.upper(), prefix.upper()
+    bare = upper[len(prefix) :] if upper.startswith(prefix) else upper
+    return bare.lower().replace("__", ".")
+
+
+def _read_dotenv(cls: type[Settings], path: pathlib.Path) -> dict[tuple[str, ...], _Raw]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source=source, detail="env file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
+        raise ConfigError(source=source, detail=f"cannot read: {reason}") from None
+    names = _env_names(cls)
+    out: dict[tuple[str, ...], _Raw] = {}
+    for number, name, value in _parse_dotenv(text, source):
+        key_path = names.get(name.upper())
+        if key_path is None:
+            # A .env file is written for this program: every line must mean something.
+            raise ConfigError(
+                source=source,
+                line=number,
+                key=_env_key(name, cls.env_prefix),
+                variable=name,
+                detail="unknown setting" + _suggest(name.upper(), list(names)),
+            )
+        out[key_path] = _Raw(value, source, typed=False, line=number, variable=name)
+    return out
+
+
+def _read_environ(cls: type[Settings], environ: Mapping[str, str]) -> dict[tuple[str, ...], _Raw]:
+    names = _env_names(cls)
+    prefix = cls.env_prefix.upper()
+    top = {name.upper() for name in _fields(cls)}
+    out: dict[tuple[str, ...], _Raw] = {}
+    for name, value in environ.items():
+        upper = name.upper()
+        if not upper.startswith(prefix):
+            continue
+        key_path = names.get(upper)
+        if key_path is not None:
+            out[key_path] = _Raw(value, "environment", typed=False, variable=name)
+            continue
+        # Without a prefix the environment is shared with everything else (PATH, HOME, ...):
+        # only a name that starts like one of ours (MQTT__HOTS) is reported. With a prefix,
+        # every prefixed name is ours, so a typo there is reported too.
+        first = upper[len(prefix) :].split("__", 1)[0]
+        if prefix or first in top:
+            raise ConfigError(
+                source="environment",
+                key=_env_key(name, prefix),
+                variable=name,
+                detail="unknown setting" + _suggest(upper, list(names)),
+            )
+    return out
