@@ -208,7 +208,9 @@ def errors_for(r: Running, topic: str = "demo/error") -> list[dict]:
     return r.states(topic)
 
 
-def test_bad_inbound_messages_are_reported_and_device_keeps_serving() -> None:
+def test_bad_inbound_messages_are_reported_and_device_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = App("demo")
 
     @app.command("valve")
@@ -228,6 +230,11 @@ def test_bad_inbound_messages_are_reported_and_device_keeps_serving() -> None:
         r.until(lambda: r.states("demo/valve/state"), "the good command")
     kinds = [e["error_type"] for e in errors_for(r)]
     assert kinds == ["invalid_payload", "payload_too_large", "error", "error"]
+    logged = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert sum("rejected a command on demo/valve/set" in m for m in logged) == 2
+    assert any("retained command on demo/valve/set" in m for m in logged)
+    assert any("handler failed: ValueError: expected open or close" in m for m in logged)
+    assert any("rejected a command on demo/nosuch/set" in m for m in logged)
     device_errors = errors_for(r, "demo/valve/error")
     assert [e["device"] for e in device_errors] == ["valve"] * 3
     assert "sideways" in device_errors[2]["message"]

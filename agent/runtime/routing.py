@@ -69,6 +69,14 @@ class Router:
             return self._root, first  # {prefix}/{sub}/set of the root device
         return None, None
 
+    def _reject(
+        self, error: BaseException, route: Route | None, details: dict[str, object]
+    ) -> None:
+        """Log one line and publish the error payload; the message is dropped."""
+        log.warning("rejected a command on %s: %s", details.get("topic", "?"), error)
+        name, is_root = (route.name, route.is_root) if route is not None else (None, False)
+        self._report(error, name, is_root, details)
+
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self._topics.parse_command(topic)
         if parsed is None:
@@ -83,32 +91,27 @@ class Router:
             )
             return
         if route is None:
-            self._report(
-                LookupError(f"no device accepts commands on {topic}"),
-                None,
-                False,
-                {"topic": topic},
+            self._reject(
+                LookupError(f"no device accepts commands on {topic}"), None, {"topic": topic}
             )
             return
         if len(payload) > self._max:
-            self._report(
+            self._reject(
                 PayloadTooLarge(
                     f"command payload of {len(payload)} bytes exceeds the limit of {self._max}"
                 ),
-                route.name,
-                route.is_root,
+                route,
                 {"topic": topic, "size": len(payload)},
             )
             return
         try:
             text = payload.decode("utf-8") if isinstance(payload, bytes) else str(payload)
         except UnicodeDecodeError as exc:
-            self._report(
+            self._reject(
                 InvalidPayload(
                     f"command payload is not UTF-8 text: {exc.reason} at byte {exc.start}"
                 ),
-                route.name,
-                route.is_root,
+                route,
                 {"topic": topic},
             )
             return
@@ -123,12 +126,11 @@ class Router:
         if dropped is command:
             return  # the device is shutting down
         if isinstance(dropped, Command):
-            self._report(
+            self._reject(
                 CommandQueueFull(
                     f"command queue of {route.name!r} is full: dropped the oldest pending "
                     f"command (on {dropped.topic})"
                 ),
-                route.name,
-                route.is_root,
-                {"dropped_topic": dropped.topic},
+                route,
+                {"topic": topic, "dropped_topic": dropped.topic},
             )

@@ -80,8 +80,6 @@ class Runtime:
         self, error: BaseException, device: str | None, is_root: bool, details: dict[str, object]
     ) -> None:
         """Publish an error payload (the caller has logged what it wants to log)."""
-        if device is None:
-            log.warning("%s", error)
         self.errors.publish(error, device=device, is_root=is_root, details=details)
 
     # -- start ----------------------------------------------------------------------------
