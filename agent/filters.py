@@ -3,9 +3,11 @@
 ``Pt1Filter``, ``MedianFilter`` and ``OneEuroFilter`` are the C++ classes of the compiled
 extension ``agent._filters``. This module also holds their pure-Python references,
 ``PyPt1Filter``, ``PyMedianFilter`` and ``PyOneEuroFilter``: the same maths, messages, return
-types and state dicts, line for line. They exist for comparison (the tests hold the two to
-1e-9) and as the documented fallback: if the extension cannot be imported, the three public
-names are the Python classes, a ``RuntimeWarning`` is issued, and :data:`NATIVE` is False.
+types and state dicts, line for line (one exception: the C++ ``Pt1Filter.update_many`` takes
+four samples per step in a shorter arithmetic chain, a few ulps from one-by-one rounding).
+They exist for comparison (the tests hold the two to 1e-9) and as the documented fallback: if
+the extension cannot be imported, the three public names are the Python classes, a
+``RuntimeWarning`` is issued, and :data:`NATIVE` is False.
 Build the extension with ``pip install -e .[test]`` or ``scripts/test``.
 
 Every filter follows the :class:`Filter` protocol:
@@ -367,11 +369,12 @@ class PyOneEuroFilter:
     """The 1€ filter (Casiez, Roussel, Vogel 2012), pure Python reference of :class:`OneEuroFilter`.
 
     With a fixed period ``dt``: ``alpha(fc) = dt / (dt + 1/(2π·fc))``. The derivative
-    ``(x - x_prev) / dt`` — ``x_prev`` is the previous *filtered* value, as in Casiez's
-    reference code — is low-passed with ``d_cutoff``; then ``fc = min_cutoff + beta·|dx_hat|``
-    and ``y`` is low-passed with ``alpha(fc)``. The first update seeds ``y = x``,
-    ``dx_hat = 0``. Cutoffs (Hz) and ``dt`` (s) must be finite and > 0, ``beta`` finite and
-    >= 0. ``value`` is ``None`` before the first update. One filter per device thread.
+    ``(x - x_prev) / dt`` — ``x_prev`` is the previous *raw* sample, as in Casiez's reference
+    code (``LowPassFilter.lastValue()`` is the last raw input) — is low-passed with
+    ``d_cutoff``; then ``fc = min_cutoff + beta·|dx_hat|`` and ``y`` is low-passed with
+    ``alpha(fc)``. The first update seeds ``y = x_prev = x``, ``dx_hat = 0``. Cutoffs (Hz) and
+    ``dt`` (s) must be finite and > 0, ``beta`` finite and >= 0. ``value`` is ``None`` before
+    the first update. One filter per device thread.
     """
 
     def __init__(
@@ -393,9 +396,13 @@ class PyOneEuroFilter:
         self._beta = b
         self._d_cutoff = dc
         self._dt = d
+        # The same constants, computed the same way, as cpp/filters.cpp: both round alike.
+        self._inv_dt = 1.0 / d
+        self._two_pi_dt = 2.0 * math.pi * d
         self._alpha_d = self._smoothing(dc)
-        self._y: float | None = None
-        self._dx = 0.0
+        self._y: float | None = None  # the filtered value
+        self._dx = 0.0  # the smoothed derivative dx_hat
+        self._x: float | None = None  # the previous raw sample
 
     @property
     def min_cutoff(self) -> float:
@@ -419,22 +426,23 @@ class PyOneEuroFilter:
         return self._y
 
     def _smoothing(self, cutoff: float) -> float:
-        # Written exactly as in cpp/filters.cpp so both round identically.
-        return self._dt / (self._dt + 1.0 / (2.0 * math.pi * cutoff))
+        # dt / (dt + 1/(2π·fc)) multiplied through by 2π·fc: one division instead of two.
+        t = self._two_pi_dt * cutoff
+        return t / (t + 1.0)
 
     def _step(self, x: float) -> float:
-        y = self._y
-        if y is None:
-            self._y = x
+        x_prev = self._x
+        if x_prev is None:
+            self._y = self._x = x
             self._dx = 0.0
             return x
-        dx = (x - y) / self._dt
         dx_hat = self._dx
-        dx_hat += self._alpha_d * (dx - dx_hat)
-        cutoff = self._min_cutoff + self._beta * abs(dx_hat)
-        y += self._smoothing(cutoff) * (x - y)
+        dx_hat += self._alpha_d * ((x - x_prev) * self._inv_dt - dx_hat)
+        y: float = self._y  # type: ignore[assignment]  # seeded together with _x
+        y += self._smoothing(self._min_cutoff + self._beta * abs(dx_hat)) * (x - y)
         self._y = y
         self._dx = dx_hat
+        self._x = x
         return y
 
     def update(self, raw: float) -> float:
@@ -451,24 +459,39 @@ class PyOneEuroFilter:
         """Forget all history."""
         self._y = None
         self._dx = 0.0
+        self._x = None
 
     def get_state(self) -> dict[str, Any]:
-        """``{'filter': 'one_euro', 'version': 1, 'y': float | None, 'dx': float | None}``."""
+        """``{'filter': 'one_euro', 'version': 1, 'y': ..., 'dx': ..., 'x': ...}``.
+
+        ``y`` is the filtered value, ``dx`` the smoothed derivative, ``x`` the previous raw
+        sample: all three floats, or all ``None`` before the first update.
+        """
         seeded = self._y is not None
-        return {**_header("one_euro"), "y": self._y, "dx": self._dx if seeded else None}
+        return {
+            **_header("one_euro"),
+            "y": self._y,
+            "dx": self._dx if seeded else None,
+            "x": self._x,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state` dict; a bad one raises and changes nothing."""
         y = _state_optional_float(_check_header(state, "one_euro"), "y")
         if y is None:
-            dx = _state_key(state, "dx")
-            if dx is not None:
-                raise ValueError(f"state['dx'] must be None when state['y'] is None, got {dx!r}")
+            for key in ("dx", "x"):
+                v = _state_key(state, key)
+                if v is not None:
+                    raise ValueError(
+                        f"state[{key!r}] must be None when state['y'] is None, got {v!r}"
+                    )
             self.reset()
             return
         dx_hat = _finite(_state_key(state, "dx"), "state['dx']")
+        x = _finite(_state_key(state, "x"), "state['x']")
         self._y = y
         self._dx = dx_hat
+        self._x = x
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickle and copy as (parameters, state dict), like the C++ class: the copy owns its

@@ -447,24 +447,30 @@ py::dict one_euro_state(const agent::OneEuroFilter& f) {
     const auto s = f.state();
     d["y"] = s ? py::object(py::float_(s->y)) : py::none();
     d["dx"] = s ? py::object(py::float_(s->dx)) : py::none();
+    d["x"] = s ? py::object(py::float_(s->x)) : py::none();
     return d;
 }
 
+// y, dx and x are all None (not seeded) or all finite numbers; checked in that order.
 void one_euro_set_state(agent::OneEuroFilter& f, py::handle state) {
     check_header(state, "one_euro");
     const std::optional<double> y = state_optional_float(state, "y");
     if (!y) {
-        py::handle dx = state_key(state, "dx");
-        if (!dx.is_none()) {
-            throw py::value_error(key_text("dx") + " must be None when " + key_text("y") +
-                                  " is None, got " + repr_text(dx));
+        for (const char* key : {"dx", "x"}) {
+            py::handle v = state_key(state, key);
+            if (!v.is_none()) {
+                throw py::value_error(key_text(key) + " must be None when " + key_text("y") +
+                                      " is None, got " + repr_text(v));
+            }
         }
         f.set_state(std::nullopt);
         return;
     }
-    const std::string name = key_text("dx");
-    const double dx = to_finite(state_key(state, "dx").ptr(), Subject{name.c_str()});
-    f.set_state(agent::OneEuroFilter::State{*y, dx});
+    const std::string dx_name = key_text("dx");
+    const double dx = to_finite(state_key(state, "dx").ptr(), Subject{dx_name.c_str()});
+    const std::string x_name = key_text("x");
+    const double x = to_finite(state_key(state, "x").ptr(), Subject{x_name.c_str()});
+    f.set_state(agent::OneEuroFilter::State{*y, dx, x});
 }
 
 }  // namespace
@@ -492,8 +498,10 @@ PYBIND11_MODULE(_filters, m) {
     const std::string pt1_doc =
         std::string("First-order low-pass (PT1) filter.\n\n"
                     "``alpha = dt / (tau + dt)``; each update does ``y += alpha * (x - y)``. "
-                    "``tau`` and ``dt`` (same time unit) must be finite and > 0. ``value`` is "
-                    "None before the first update.\n\n") +
+                    "``update_many`` takes four samples per step in a shorter arithmetic chain: "
+                    "the same filter, a few ulps from one-by-one rounding, and a constant input "
+                    "stays exactly constant. ``tau`` and ``dt`` (same time unit) must be finite "
+                    "and > 0. ``value`` is None before the first update.\n\n") +
         kThreadSafety;
     py::class_<agent::Pt1Filter> pt1(m, "Pt1Filter", pt1_doc.c_str());
     pt1.def(py::init([](py::handle tau, py::handle dt) {
@@ -560,10 +568,10 @@ PYBIND11_MODULE(_filters, m) {
     const std::string one_euro_doc =
         std::string("The 1€ filter (Casiez, Roussel, Vogel 2012) with a fixed period ``dt``.\n\n"
                     "``alpha(fc) = dt / (dt + 1/(2π·fc))``. The derivative "
-                    "``(x - x_prev) / dt`` — where ``x_prev`` is the previous *filtered* value, "
-                    "as in Casiez's reference code — is low-passed with ``d_cutoff``; then "
+                    "``(x - x_prev) / dt`` — ``x_prev`` is the previous *raw* sample, as in "
+                    "Casiez's reference code — is low-passed with ``d_cutoff``; then "
                     "``fc = min_cutoff + beta·|dx_hat|`` and ``y`` is low-passed with "
-                    "``alpha(fc)``. The first update seeds ``y = x``, ``dx_hat = 0``. "
+                    "``alpha(fc)``. The first update seeds ``y = x_prev = x``, ``dx_hat = 0``. "
                     "Cutoffs (Hz) and ``dt`` (s) must be finite and > 0, ``beta`` finite and "
                     ">= 0. ``value`` is None before the first update.\n\n") +
         kThreadSafety;
@@ -585,7 +593,9 @@ PYBIND11_MODULE(_filters, m) {
         .def_property_readonly("dt", &agent::OneEuroFilter::dt)
         .def("get_state", &one_euro_state,
              "The signal history as a JSON-able dict: ``{'filter': 'one_euro', 'version': 1, "
-             "'y': float | None, 'dx': float | None}`` (``dx`` is the smoothed derivative).")
+             "'y': float | None, 'dx': float | None, 'x': float | None}`` (``y`` the filtered "
+             "value, ``dx`` the smoothed derivative, ``x`` the previous raw sample; all None "
+             "before the first update).")
         .def("set_state", &one_euro_set_state, py::arg("state"),
              "Restore a dict from get_state (of this or the Python filter). Parameters stay "
              "this filter's own. A bad dict raises and changes nothing.")

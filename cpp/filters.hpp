@@ -39,6 +39,9 @@ private:
 std::string format_double(double x);
 
 // First-order low-pass: alpha = dt / (tau + dt); y += alpha * (x - y).
+// update() does exactly that; update_many() takes two samples per step in a shorter
+// arithmetic chain (see filters.cpp), which agrees with update() to a few ulps and keeps a
+// constant input exactly constant.
 class Pt1Filter {
 public:
     Pt1Filter(double tau, double dt);  // both finite and > 0, else InvalidValue
@@ -65,9 +68,12 @@ private:
 };
 
 // Median of the last `window` samples (mean of the two middle ones for an even count; during
-// warm-up, of the samples seen so far). A ring keeps arrival order and a sorted copy is kept
-// up to date by binary-search insert/erase: O(log w) search + O(w) memmove per sample, never
-// a re-sort.
+// warm-up, of the samples seen so far). A ring keeps arrival order and a sorted copy of the
+// window is kept up to date, never re-sorted: during warm-up by binary-search insertion, then
+// by replacing the oldest sample with the new one: for windows up to 100 in one branch-free
+// pass over the sorted copy, which the compiler vectorises (replace_sorted in filters.cpp),
+// for larger ones by two binary searches and a memmove of the values between the two
+// positions. O(window) per sample at most.
 class MedianFilter {
 public:
     explicit MedianFilter(std::size_t window);  // window >= 1, else std::invalid_argument
@@ -86,25 +92,39 @@ public:
 
 private:
     double step(double x);
+    void replace(double oldest, double x) noexcept;
     double median() const noexcept;
+    void allocate();
+    const double* sorted() const noexcept { return buf_.data() + cur_ * stride_ + 1; }
+
     std::size_t window_;
+    std::size_t padded_;          // window_ rounded up to even: whole vectors of two doubles
+    std::size_t stride_;          // padded_ + 2: one sorted copy with its two sentinels
     std::vector<double> ring_;    // arrival order; grows to window_, then wraps at head_
     std::size_t head_ = 0;        // index of the oldest sample once the ring is full
-    std::vector<double> sorted_;  // the same samples, ascending
+    // Sorted copies of the window, each laid out as [-inf, s0 .. s(n-1), +inf ...]: two for
+    // the full pass, which reads copy cur_ and writes the other one; one for large windows.
+    // Allocated on first use, so an idle filter with a huge window costs nothing.
+    std::vector<double> buf_;
+    std::size_t cur_ = 0;
 };
 
 // The 1€ filter (Casiez, Roussel, Vogel, CHI 2012) with a fixed sampling period dt:
-//   alpha(fc) = dt / (dt + 1 / (2*pi*fc))
-//   dx     = (x - y_prev) / dt            -- y_prev is the previous *filtered* value
+//   alpha(fc) = dt / (dt + 1 / (2*pi*fc))  -- computed as t / (t + 1), t = 2*pi*dt*fc
+//   dx     = (x - x_prev) / dt            -- x_prev is the previous *raw* sample, as in
+//                                            Casiez's OneEuroFilter.cc/.py (lastValue())
 //   dx_hat += alpha(d_cutoff) * (dx - dx_hat)
 //   fc     = min_cutoff + beta * |dx_hat|
 //   y      += alpha(fc) * (x - y)
-// The first update seeds y = x and dx_hat = 0.
+// The first update seeds y = x_prev = x and dx_hat = 0. Because dx, dx_hat, fc and alpha
+// depend only on the raw samples, consecutive samples overlap in the CPU: the only chains
+// from one sample to the next are the short updates of dx_hat and of y.
 class OneEuroFilter {
 public:
     struct State {
-        double y;
-        double dx;
+        double y;   // the filtered value
+        double dx;  // the smoothed derivative dx_hat
+        double x;   // the previous raw sample
     };
 
     OneEuroFilter(double min_cutoff = 1.0, double beta = 0.0, double d_cutoff = 1.0,
@@ -116,7 +136,8 @@ public:
     void reset() noexcept { state_.reset(); }
 
     std::optional<State> state() const noexcept { return state_; }
-    void set_state(std::optional<State> state);  // InvalidValue("y"/"dx", ...) if non-finite
+    // InvalidValue("y"/"dx"/"x", ...) if any is non-finite.
+    void set_state(std::optional<State> state);
 
     double min_cutoff() const noexcept { return min_cutoff_; }
     double beta() const noexcept { return beta_; }
@@ -130,7 +151,10 @@ private:
     double beta_;
     double d_cutoff_;
     double dt_;
-    double alpha_d_;  // alpha(d_cutoff): constant, so computed once
+    // Constants of the per-sample arithmetic, so that a sample costs one division (in alpha).
+    double inv_dt_;     // 1 / dt
+    double two_pi_dt_;  // 2*pi*dt
+    double alpha_d_;    // alpha(d_cutoff)
     std::optional<State> state_;
 };
 

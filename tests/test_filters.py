@@ -124,6 +124,42 @@ def test_pt1_known_answers(impl: SimpleNamespace) -> None:
     assert (g.tau, g.dt, g.alpha) == (3.0, 1.0, 0.25)
 
 
+def test_pt1_update_many_four_samples_per_step(impl: SimpleNamespace) -> None:
+    # The C++ batch takes four samples per step in delta form (cpp/filters.cpp). With
+    # alpha = b = 1/2 every coefficient is a power of two, so both forms are exact here:
+    # one by one from the seed 0: 0 + 16/2 = 8, 8 + 8/2 = 12, 12 + 4/2 = 14, 14 + 2/2 = 15,
+    # then 15 + (0 - 15)/2 = 7.5. In delta form from y0 = 0 with d = 16, 16, 16, 16:
+    # e1 = 16/2 = 8, e2 = 16/4 + 16/2 = 12, e3 = 16/8 + 16/4 + 16/2 = 14,
+    # e4 = (16/16 + 16/8) + (16/4 + 16/2) = 15; the fifth sample goes one by one: 7.5.
+    f = impl.Pt1(1.0, 1.0)
+    assert f.update_many([0.0, 16.0, 16.0, 16.0, 16.0, 0.0]) == [0.0, 8.0, 12.0, 14.0, 15.0, 7.5]
+    assert f.value == 7.5
+
+
+def test_pt1_constant_input_stays_exactly_constant(impl: SimpleNamespace) -> None:
+    c = 0.1 + 0.2  # 0.30000000000000004: no round number to hide behind
+    f = impl.Pt1(0.3, 0.07)
+    assert f.update(c) == c
+    assert all(f.update(c) == c for _ in range(7))
+    assert f.update_many([c] * 1001) == [c] * 1001
+    assert list(f.update_many(array("d", [c] * 9))) == [c] * 9
+    assert f.value == c
+
+
+def test_pt1_update_many_agrees_with_update_in_any_chunking(impl: SimpleNamespace) -> None:
+    xs = [math.sin(i * 0.37) * 1e3 + (i % 7) * 13.0 - 40.0 for i in range(500)]
+    one_by_one = [f.update(x) for f in [impl.Pt1(0.45, 0.1)] for x in xs]
+    batched = impl.Pt1(0.45, 0.1)
+    out: list[float] = []
+    start, size = 0, 1
+    while start < len(xs):  # chunks of 1, 2, ..., 9, 1, 2, ...: every remainder mod 4
+        out += batched.update_many(xs[start : start + size])
+        start, size = start + size, size % 9 + 1
+    scale = max(abs(x) for x in xs)
+    for a, e in zip(out, one_by_one, strict=True):
+        assert math.isclose(a, e, rel_tol=1e-12, abs_tol=1e-14 * scale)
+
+
 def test_median_known_answers(impl: SimpleNamespace) -> None:
     f = impl.Median(3)
     # warm-up {5} -> 5, {5,1} -> 3, {5,1,9} -> 5; then {1,9,2} -> 2, {9,2,2} -> 2,
@@ -138,6 +174,31 @@ def test_median_known_answers(impl: SimpleNamespace) -> None:
     assert even.window == 4
 
 
+def _brute_median(xs: list[float], window: int) -> list[float]:
+    out = []
+    for i in range(len(xs)):
+        win = sorted(xs[max(0, i + 1 - window) : i + 1])
+        n = len(win)
+        out.append(win[n // 2] if n % 2 else win[n // 2 - 1] / 2 + win[n // 2] / 2)
+    return out
+
+
+# 100 and 101 straddle the C++ switch from a full pass to an in-place replacement.
+@pytest.mark.parametrize("window", [1, 2, 5, 6, 31, 100, 101, 150])
+def test_median_matches_a_sort_through_reset_and_restore(
+    impl: SimpleNamespace, window: int
+) -> None:
+    # Many ties (values from a small set) and both directions of replacement.
+    xs = [float((i * 7919) % 13 - 6) for i in range(700)]
+    f = impl.Median(window)
+    assert f.update_many(xs[:250]) == _brute_median(xs[:250], window)
+    f.reset()
+    assert [f.update(x) for x in xs[250:450]] == _brute_median(xs[250:450], window)
+    g = impl.Median(window)
+    g.set_state(f.get_state())  # a full window: the next sample replaces the oldest at once
+    assert g.update_many(xs[450:]) == _brute_median(xs[250:], window)[200:]
+
+
 def test_median_of_huge_values_does_not_overflow(impl: SimpleNamespace) -> None:
     f = impl.Median(2)
     assert f.update_many([1e308, 1e308]) == [1e308, 1e308]
@@ -145,28 +206,40 @@ def test_median_of_huge_values_does_not_overflow(impl: SimpleNamespace) -> None:
 
 def test_one_euro_known_answers(impl: SimpleNamespace) -> None:
     f = impl.OneEuro(min_cutoff=HALF, beta=0.0, d_cutoff=HALF, dt=1.0)
-    # seed 10 (dx_hat 0); x=20: dx = 10, dx_hat = 0 + 0.5*10 = 5, beta 0 so alpha 0.5:
-    # y = 10 + 0.5*10 = 15; x=20: dx = 5, dx_hat = 5, y = 15 + 0.5*5 = 17.5
+    # seed 10 (x_prev 10, dx_hat 0); x=20: dx = (20-10)/1 = 10, dx_hat = 0 + 0.5*(10-0) = 5,
+    # beta 0 so alpha 0.5: y = 10 + 0.5*(20-10) = 15;
+    # x=20: dx = (20-20)/1 = 0 (from the raw 20), dx_hat = 5 + 0.5*(0-5) = 2.5,
+    # y = 15 + 0.5*(20-15) = 17.5
     assert [f.update(10), f.update(20), f.update(20)] == approx([10.0, 15.0, 17.5])
-    assert f.get_state()["dx"] == pytest.approx(5.0)
-    # beta = HALF/5: after x=20, fc = HALF + (HALF/5)*5 = 2*HALF -> alpha = 1/(1 + 1/2) = 2/3,
-    # y = 10 + (2/3)*10
+    assert f.get_state()["dx"] == pytest.approx(2.5)
+    assert f.get_state()["x"] == 20.0
+    # beta = HALF/5. x=20: dx_hat = 5, fc = HALF + (HALF/5)*5 = 2*HALF, alpha = 2/(2+1) = 2/3,
+    # y = 10 + (2/3)*10 = 50/3; x=20: dx = 0, dx_hat = 2.5, fc = HALF + (HALF/5)*2.5 = 1.5*HALF,
+    # alpha = 1.5/(1.5+1) = 0.6, y = 50/3 + 0.6*(20 - 50/3) = 50/3 + 2 = 56/3
     g = impl.OneEuro(HALF, HALF / 5, HALF, 1.0)
-    assert g.update_many([10.0, 20.0]) == approx([10.0, 10.0 + 20.0 / 3.0])
+    assert g.update_many([10.0, 20.0, 20.0]) == approx([10.0, 50.0 / 3.0, 56.0 / 3.0])
     # Defaults (1, 0, 1, 1): alpha(1) = 1 / (1 + 1/(2π)) = 2π / (2π + 1)
     d = impl.OneEuro()
     assert d.update_many([0.0, 1.0]) == approx([0.0, 2 * math.pi / (2 * math.pi + 1)])
     assert (d.min_cutoff, d.beta, d.d_cutoff, d.dt) == (1.0, 0.0, 1.0, 1.0)
 
 
-def test_one_euro_uses_the_previous_filtered_value_for_the_derivative(
-    impl: SimpleNamespace,
-) -> None:
+def test_one_euro_uses_the_previous_raw_sample_for_the_derivative(impl: SimpleNamespace) -> None:
     f = impl.OneEuro(HALF, 0.0, HALF, 1.0)
-    f.update_many([0.0, 10.0])  # y = 5
+    f.update_many([0.0, 10.0])  # y = 5, dx_hat = 0.5*(10 - 0) = 5, x_prev = 10
     f.update(10.0)
-    # derivative from the filtered 5 (not the raw 10): dx = 5, dx_hat = 5 + 0.5*(5 - 5) = 5
-    assert f.get_state()["dx"] == pytest.approx(5.0)
+    # From the raw 10: dx = 0, dx_hat = 5 + 0.5*(0 - 5) = 2.5. (From the filtered 5 it would
+    # be dx = 5 and dx_hat would stay 5.)
+    assert f.get_state()["dx"] == pytest.approx(2.5)
+    assert f.value == pytest.approx(7.5)  # 5 + 0.5*(10 - 5)
+
+
+def test_one_euro_dt_scales_the_derivative(impl: SimpleNamespace) -> None:
+    # dt = 0.5 and cutoffs HALF: t = 2π·0.5·HALF = 0.5, alpha = 0.5/1.5 = 1/3.
+    # x=4 after the seed 0: dx = (4-0)/0.5 = 8, dx_hat = 8/3; beta = 0: y = 4/3.
+    f = impl.OneEuro(HALF, 0.0, HALF, 0.5)
+    assert f.update_many([0.0, 4.0]) == approx([0.0, 4.0 / 3.0])
+    assert f.get_state()["dx"] == pytest.approx(8.0 / 3.0)
 
 
 @pytest.mark.parametrize("kind", ["Pt1", "Median", "OneEuro"])
@@ -317,13 +390,14 @@ def test_state_formats(impl: SimpleNamespace) -> None:
     p, m, o = impl.Pt1(1.0, 1.0), impl.Median(3), impl.OneEuro(HALF, 0.0, HALF, 1.0)
     assert p.get_state() == {"filter": "pt1", "version": 1, "y": None}
     assert m.get_state() == {"filter": "median", "version": 1, "samples": []}
-    assert o.get_state() == {"filter": "one_euro", "version": 1, "y": None, "dx": None}
+    blank = {"filter": "one_euro", "version": 1, "y": None, "dx": None, "x": None}
+    assert o.get_state() == blank
     p.update_many([1.0, 2.0])
     m.update_many([4.0, 1.0, 3.0, 2.0])
     o.update_many([10.0, 20.0])
     assert p.get_state() == {"filter": "pt1", "version": 1, "y": 1.5}
     assert m.get_state() == {"filter": "median", "version": 1, "samples": [1.0, 3.0, 2.0]}
-    assert o.get_state() == {"filter": "one_euro", "version": 1, "y": 15.0, "dx": 5.0}
+    assert o.get_state() == {"filter": "one_euro", "version": 1, "y": 15.0, "dx": 5.0, "x": 20.0}
     for f in (p, m, o):
         state = json.loads(json.dumps(f.get_state()))
         fresh = type(f)(*_params(f))
@@ -377,14 +451,26 @@ BAD_STATES = [
      "state['samples'] must be a list, not str"),
     ("Median", {"filter": "median", "version": 1, "samples": [1.0, math.inf]}, ValueError,
      "state['samples'][1] must be finite, got inf"),
-    ("OneEuro", {"filter": "one_euro", "version": 1, "y": None, "dx": 0.5}, ValueError,
-     "state['dx'] must be None when state['y'] is None, got 0.5"),
-    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": None}, TypeError,
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": None, "dx": 0.5, "x": None},
+     ValueError, "state['dx'] must be None when state['y'] is None, got 0.5"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": None, "dx": None, "x": 2.0},
+     ValueError, "state['x'] must be None when state['y'] is None, got 2.0"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": None, "dx": None}, ValueError,
+     "state is missing the key 'x'"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": None, "x": 1.0}, TypeError,
      "state['dx'] must be a number, not NoneType"),
-    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": -math.inf}, ValueError,
-     "state['dx'] must be finite, got -inf"),
-    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0}, ValueError,
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": -math.inf, "x": 1.0},
+     ValueError, "state['dx'] must be finite, got -inf"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "x": 1.0}, ValueError,
      "state is missing the key 'dx'"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": 0.0, "x": None}, TypeError,
+     "state['x'] must be a number, not NoneType"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": 0.0, "x": math.nan},
+     ValueError, "state['x'] must be finite, got nan"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": 0.0, "x": "1"}, TypeError,
+     "state['x'] must be a number, not str"),
+    ("OneEuro", {"filter": "one_euro", "version": 1, "y": 1.0, "dx": 0.0}, ValueError,
+     "state is missing the key 'x'"),
 ]  # fmt: skip
 
 

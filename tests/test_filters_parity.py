@@ -45,23 +45,33 @@ def filter_pairs(draw: st.DrawFn) -> tuple[Factory, Factory]:
     )
 
 
-def assert_close(actual: list[float], expected: list[float]) -> None:
+def assert_close(actual: list[float], expected: list[float], scale: float = 1.0) -> None:
+    """Equal to ``REL`` relative; near a zero crossing, to 1e-12 of the signal's ``scale``.
+
+    (An output near zero carries rounding errors from the larger values it was computed from,
+    so there the comparison is against the largest magnitude in play.)
+    """
     assert len(actual) == len(expected)
+    abs_tol = max(1e-9, 1e-12 * scale)
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-        # abs_tol only matters where the output crosses zero; inputs are at most 1e6.
-        assert math.isclose(a, e, rel_tol=REL, abs_tol=1e-9), (i, a, e)
+        assert math.isclose(a, e, rel_tol=REL, abs_tol=abs_tol), (i, a, e)
 
 
-def assert_state_close(a: dict[str, Any], b: dict[str, Any]) -> None:
+def assert_state_close(a: dict[str, Any], b: dict[str, Any], scale: float = 1.0) -> None:
     assert a.keys() == b.keys()
+    abs_tol = max(1e-9, 1e-12 * scale)
     for key in a:
         va, vb = a[key], b[key]
         if isinstance(va, float):
-            assert math.isclose(va, vb, rel_tol=REL, abs_tol=1e-9), key
+            assert math.isclose(va, vb, rel_tol=REL, abs_tol=abs_tol), key
         elif isinstance(va, list):
-            assert_close(va, vb)
+            assert_close(va, vb, scale)
         else:
             assert va == vb, key
+
+
+def scale_of(*sequences: list[float]) -> float:
+    return max((abs(x) for xs in sequences for x in xs), default=1.0)
 
 
 def test_parity_runs_against_the_extension() -> None:
@@ -91,9 +101,18 @@ def test_update_many_agrees_with_repeated_update(
     py_array = make_py().update_many(array("d", xs))
     assert isinstance(as_list, list) and isinstance(py_list, list)
     assert isinstance(as_array, array) and isinstance(py_array, array)
-    # update_many is the same loop as update: bit-for-bit the same numbers.
-    assert as_list == one_by_one
-    assert list(as_array) == one_by_one
+    scale = scale_of(xs)
+    if isinstance(make_cpp(), filters.Pt1Filter):
+        # The C++ Pt1 batch takes four samples per step in a shorter chain (cpp/filters.cpp):
+        # a few ulps from the one-by-one rounding.
+        assert_close(as_list, one_by_one, scale)
+        assert_close(list(as_array), one_by_one, scale)
+    else:
+        # The same arithmetic as update, in the same order: bit-for-bit the same numbers.
+        assert as_list == one_by_one
+        assert list(as_array) == one_by_one
+    assert list(as_array) == as_list
+    # The Python references do one sample at a time in either call, like C++ update.
     assert_close(py_list, one_by_one)
     assert_close(list(py_array), one_by_one)
 
@@ -111,8 +130,21 @@ def test_state_round_trip_mid_stream(
     first.update_many(head)
     # Through JSON, as a device persisting it across a restart would.
     second.set_state(json.loads(json.dumps(first.get_state())))
-    assert_close(second.update_many(tail), expected)
-    assert_state_close(second.get_state(), reference.get_state())
+    scale = scale_of(head, tail)
+    assert_close(second.update_many(tail), expected, scale)
+    assert_state_close(second.get_state(), reference.get_state(), scale)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=95, max_value=140),
+    st.lists(st.one_of(samples, st.integers(-3, 3).map(float)), min_size=150, max_size=400),
+)
+def test_median_large_windows_agree(window: int, xs: list[float]) -> None:
+    # Windows above 100 take another C++ path (in-place replacement instead of a full pass).
+    one_by_one = [f.update(x) for f in [filters.MedianFilter(window)] for x in xs]
+    assert filters.MedianFilter(window).update_many(xs) == one_by_one
+    assert filters.PyMedianFilter(window).update_many(xs) == one_by_one
 
 
 @settings(max_examples=100, deadline=None)

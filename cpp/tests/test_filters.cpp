@@ -101,6 +101,16 @@ void test_pt1() {
                  "dt must be a finite number > 0, got 0");
     CHECK_THROWS(agent::InvalidValue, agent::Pt1Filter(kNan, 1.0), "tau must be");
 
+    // update_many takes four samples per step in delta form. With alpha = 1/2 every
+    // coefficient is a power of two and the arithmetic is exact: from the seed 0 with
+    // d = 16, 16, 16, 16: e1 = 8, e2 = 16/4 + 16/2 = 12, e3 = 16/8 + 16/4 + 16/2 = 14,
+    // e4 = (16/16 + 16/8) + (16/4 + 16/2) = 15; the sixth sample goes alone: 15 + (0-15)/2.
+    agent::Pt1Filter q(1.0, 1.0);
+    const std::vector<double> steps{0.0, 16.0, 16.0, 16.0, 16.0, 0.0};
+    std::vector<double> qout(steps.size());
+    q.update_many(steps.data(), steps.size(), qout.data());
+    CHECK(qout == (std::vector<double>{0.0, 8.0, 12.0, 14.0, 15.0, 7.5}));
+
     agent::Pt1Filter h(1.0, 1.0);
     h.set_state(*g.state());
     CHECK_NEAR(h.update(5.75), 4.75);
@@ -108,6 +118,36 @@ void test_pt1() {
     CHECK_NEAR(*h.value(), 4.75);
     h.set_state(std::nullopt);
     CHECK(!h.value());
+}
+
+void test_pt1_batch_against_update() {
+    // Four per step in update_many, one by one in update: a few ulps apart at most, and a
+    // constant input stays exactly constant in both.
+    unsigned state = 777;
+    std::vector<double> xs;
+    for (int i = 0; i < 1001; ++i) {
+        state = state * 1103515245u + 12345u;
+        xs.push_back(static_cast<double>(state >> 8) / 65536.0 - 128.0);
+    }
+    agent::Pt1Filter one(0.45, 0.1), batch(0.45, 0.1);
+    std::vector<double> out(xs.size());
+    batch.update_many(xs.data(), xs.size(), out.data());
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+        const double y = one.update(xs[i]);
+        ++checks;
+        if (!(std::fabs(out[i] - y) <= 1e-12 * 256.0)) {
+            ++failures;
+            std::fprintf(stderr, "pt1 batch[%zu] = %.17g, update %.17g\n", i, out[i], y);
+        }
+    }
+
+    const double c = 0.1 + 0.2;
+    agent::Pt1Filter k(0.3, 0.07);
+    const std::vector<double> cs(9, c);
+    std::vector<double> cout(cs.size());
+    k.update_many(cs.data(), cs.size(), cout.data());
+    CHECK(cout == cs);
+    CHECK(k.update(c) == c);
 }
 
 void test_median() {
@@ -158,55 +198,81 @@ void test_median() {
 }
 
 void test_median_against_brute_force() {
-    // A long pseudo-random stream with many ties: the incremental median must match a sort.
+    // A long pseudo-random stream with many ties: the incremental median must match a sort,
+    // through update and update_many alike, and again after a reset.
     unsigned state = 12345;
-    for (std::size_t w : {1u, 2u, 5u, 8u, 31u}) {
-        agent::MedianFilter f(w);
-        std::vector<double> seen;
-        for (int i = 0; i < 2000; ++i) {
-            state = state * 1103515245u + 12345u;
-            const double x = static_cast<double>((state >> 16) % 17) - 8.0;
-            seen.push_back(x);
-            const std::size_t n = std::min(seen.size(), w);
-            std::vector<double> win(seen.end() - static_cast<std::ptrdiff_t>(n), seen.end());
-            std::sort(win.begin(), win.end());
-            const double expected =
-                n % 2 ? win[n / 2] : win[n / 2 - 1] / 2 + win[n / 2] / 2;
-            CHECK_NEAR(f.update(x), expected);
+    // 100 and 101 straddle the switch from the full pass to the in-place replacement.
+    for (std::size_t w : {1u, 2u, 3u, 5u, 8u, 31u, 32u, 100u, 101u, 256u}) {
+        agent::MedianFilter f(w), g(w);
+        for (int round = 0; round < 2; ++round) {
+            std::vector<double> seen;
+            for (int i = 0; i < 2000; ++i) {
+                state = state * 1103515245u + 12345u;
+                seen.push_back(static_cast<double>((state >> 16) % 17) - 8.0);
+            }
+            std::vector<double> batch(seen.size());
+            g.update_many(seen.data(), seen.size(), batch.data());
+            for (std::size_t i = 0; i < seen.size(); ++i) {
+                const std::size_t n = std::min(i + 1, w);
+                std::vector<double> win(seen.begin() + static_cast<std::ptrdiff_t>(i + 1 - n),
+                                        seen.begin() + static_cast<std::ptrdiff_t>(i + 1));
+                std::sort(win.begin(), win.end());
+                const double expected =
+                    n % 2 ? win[n / 2] : win[n / 2 - 1] / 2 + win[n / 2] / 2;
+                CHECK(f.update(seen[i]) == expected);
+                CHECK(batch[i] == expected);
+            }
+            CHECK(f.samples() == g.samples());
+            f.reset();
+            g.reset();
         }
     }
 }
 
 void test_one_euro() {
-    // dt = 1, min_cutoff = d_cutoff = 1/(2*pi): alpha(1/(2*pi)) = 1 / (1 + 1) = 0.5.
+    // dt = 1, min_cutoff = d_cutoff = 1/(2*pi): alpha(1/(2*pi)) = t/(t+1) with t = 1: 0.5.
     const double c = 1.0 / (2.0 * 3.141592653589793);
     agent::OneEuroFilter f(c, 0.0, c, 1.0);
     CHECK(!f.value());
     CHECK_NEAR(f.update(10.0), 10.0);
     CHECK_NEAR(f.update(20.0), 15.0);  // beta = 0: a plain low-pass with alpha 0.5
     CHECK_NEAR(f.state()->dx, 5.0);    // dx = (20 - 10)/1, dx_hat = 0 + 0.5*(10 - 0)
+    // The derivative is taken from the previous raw sample (20), not the filtered 15:
+    // dx = (20 - 20)/1 = 0, dx_hat = 5 + 0.5*(0 - 5) = 2.5; y = 15 + 0.5*(20 - 15) = 17.5.
+    CHECK_NEAR(f.update(20.0), 17.5);
+    CHECK_NEAR(f.state()->dx, 2.5);
+    CHECK(f.state()->x == 20.0);
 
-    // beta > 0: cutoff = c + beta*|dx_hat|; choose beta so that the cutoff is 2/(2*pi)
-    // after the second sample: dx_hat = 5, so beta = c/5 -> alpha = 1/(1 + 1/2) = 2/3.
+    // beta > 0: cutoff = c + beta*|dx_hat|. beta = c/5: after the second sample dx_hat = 5,
+    // cutoff 2c, alpha = 2/(2+1) = 2/3, y = 10 + (2/3)*10 = 50/3; after the third dx_hat = 2.5,
+    // cutoff 1.5c, alpha = 1.5/2.5 = 0.6, y = 50/3 + 0.6*(20 - 50/3) = 56/3.
     agent::OneEuroFilter g(c, c / 5.0, c, 1.0);
     g.update(10.0);
-    CHECK_NEAR(g.update(20.0), 10.0 + (2.0 / 3.0) * 10.0);
+    CHECK_NEAR(g.update(20.0), 50.0 / 3.0);
+    CHECK_NEAR(g.update(20.0), 56.0 / 3.0);
 
     CHECK_THROWS(agent::InvalidValue, f.update(-kInf), "raw must be finite, got -inf");
-    CHECK_NEAR(*f.value(), 15.0);
+    CHECK_NEAR(*f.value(), 17.5);
     CHECK_THROWS(agent::InvalidValue, agent::OneEuroFilter(1.0, -0.5),
                  "beta must be a finite number >= 0, got -0.5");
     CHECK_THROWS(agent::InvalidValue, agent::OneEuroFilter(0.0), "min_cutoff must be");
     CHECK_THROWS(agent::InvalidValue, agent::OneEuroFilter(1.0, 0.0, kInf), "d_cutoff must be");
     CHECK_THROWS(agent::InvalidValue, agent::OneEuroFilter(1.0, 0.0, 1.0, -2.0), "dt must be");
 
-    // State round trip mid-stream, then both continue identically.
+    // State round trip mid-stream, then both continue identically; update_many is the same
+    // arithmetic as update, bit for bit.
     agent::OneEuroFilter a(1.0, 0.1, 1.0, 0.01), b(1.0, 0.1, 1.0, 0.01);
     for (double x : {1.0, 3.0, 2.0, 8.0}) a.update(x);
     b.set_state(a.state());
-    for (double x : {4.0, -2.0, 0.5}) CHECK(a.update(x) == b.update(x));
-    CHECK_THROWS(agent::InvalidValue, b.set_state(agent::OneEuroFilter::State{1.0, kNan}),
+    const std::vector<double> tail{4.0, -2.0, 0.5, 0.5, 7.0};
+    std::vector<double> out(tail.size());
+    b.update_many(tail.data(), tail.size(), out.data());
+    for (std::size_t i = 0; i < tail.size(); ++i) CHECK(a.update(tail[i]) == out[i]);
+    CHECK_THROWS(agent::InvalidValue, b.set_state(agent::OneEuroFilter::State{1.0, kNan, 0.0}),
                  "dx must be finite");
+    CHECK_THROWS(agent::InvalidValue, b.set_state(agent::OneEuroFilter::State{1.0, 0.0, kInf}),
+                 "x must be finite");
+    CHECK(b.state()->y == a.state()->y);  // unchanged by the rejected states
     b.reset();
     CHECK(!b.value());
 }
@@ -216,6 +282,7 @@ void test_one_euro() {
 int main() {
     test_format_double();
     test_pt1();
+    test_pt1_batch_against_update();
     test_median();
     test_median_against_brute_force();
     test_one_euro();
