@@ -4,6 +4,7 @@ Run from the repository root, with the extension built (``pip install -e .[test]
 
     .venv/bin/python bench/filters.py            # 10^6 samples for update_many
     .venv/bin/python bench/filters.py --quick    # smaller, for a smoke run
+    .venv/bin/python bench/filters.py --median-path portable   # without AVX2/AVX-512
 
 For each filter it measures, in one run and on the same pseudo-random signal:
 
@@ -18,6 +19,10 @@ of a filter are interleaved round by round, so a slow spell of the machine canno
 The ratios are checked against the targets of the project (issue 2) and the table is printed
 as Markdown, ready for docs/benchmarks.md. This is a measurement, not a test: it never fails
 a build.
+
+``MedianFilter.update_many`` picks its code at run time on x86-64 (AVX-512, AVX2 or the
+portable SSE2 pass, see cpp/filters.hpp); the header line says which one ran, and
+``--median-path`` forces one of those this CPU has.
 """
 
 from __future__ import annotations
@@ -156,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=7, help="interleaved rounds; each figure is the best"
     )
+    parser.add_argument(
+        "--median-path",
+        help="force the median's batch code: portable, avx2 or avx512 (default: the widest)",
+    )
     args = parser.parse_args(argv)
 
     n_many = 100_000 if args.quick else 1_000_000
@@ -170,7 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         print("Build it with `pip install -e .[test]` or `scripts/test`.")
         return 1
 
+    from agent import _filters
+
+    if args.median_path is not None:
+        try:
+            _filters._set_simd_path(args.median_path)
+        except ValueError as exc:  # names the paths this CPU has
+            parser.error(str(exc))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {cpu_model()}")
+    print(
+        f"median update_many path: {_filters._simd_path()} "
+        f"(this CPU: {', '.join(_filters._simd_paths())})"
+    )
     print(f"single update: {n_loop} samples in a Python loop; update_many: {n_many} samples")
     print(f"(ns per sample, best of {rounds} interleaved rounds)\n")
     header = (

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -473,6 +474,12 @@ void one_euro_set_state(agent::OneEuroFilter& f, py::handle state) {
     f.set_state(agent::OneEuroFilter::State{*y, dx, x});
 }
 
+py::list names_list(const std::vector<std::string>& names) {
+    py::list out;
+    for (const std::string& name : names) out.append(py::str(name));
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_filters, m) {
@@ -483,6 +490,35 @@ PYBIND11_MODULE(_filters, m) {
         "every call: concurrent calls cannot corrupt memory, but each filter is one stream of "
         "state, so use one filter per device thread.";
     m.attr("MAX_WINDOW") = kMaxWindow;
+
+    // Internal: the CPU dispatch of MedianFilter.update_many (filters.hpp, simd_path). Tests
+    // and the benchmark use these to run every path this machine has; results are identical
+    // on all of them. AGENT_FILTERS_NO_SIMD=1 in the environment, read once here at import,
+    // pins the portable path (e.g. to rule the wide kernels out when chasing a problem).
+    if (const char* no_simd = std::getenv("AGENT_FILTERS_NO_SIMD");
+        no_simd != nullptr && std::string(no_simd) == "1") {
+        agent::set_simd_path("portable");
+    }
+    m.def("_simd_path", &agent::simd_path,
+          "Internal: the code MedianFilter.update_many runs for windows up to 100: "
+          "'avx512', 'avx2' (x86-64, chosen at run time by what the CPU supports) or "
+          "'portable' (SSE2/NEON; also with AGENT_FILTERS_NO_SIMD=1 set at import).");
+    m.def(
+        "_simd_paths", [] { return names_list(agent::simd_paths()); },
+        "Internal: the paths this CPU can run, 'portable' first.");
+    m.def(
+        "_set_simd_path",
+        [](const std::string& name) {
+            if (!agent::set_simd_path(name)) {
+                throw py::value_error("unknown or unsupported SIMD path " + repr_text(py::str(name)) +
+                                      "; this CPU runs " +
+                                      repr_text(names_list(agent::simd_paths())));
+            }
+        },
+        py::arg("name"),
+        "Internal, for tests and benchmarks: make MedianFilter.update_many use this path "
+        "(one of _simd_paths()) from now on, in every filter of the process. Not to be called "
+        "while another thread filters.");
 
     // Rules broken inside the core come back as ValueError worded with Python's repr.
     py::register_exception_translator([](std::exception_ptr p) {

@@ -73,7 +73,8 @@ private:
 // by replacing the oldest sample with the new one: for windows up to 100 in one branch-free
 // pass over the sorted copy, which the compiler vectorises (replace_sorted in filters.cpp),
 // for larger ones by two binary searches and a memmove of the values between the two
-// positions. O(window) per sample at most.
+// positions. O(window) per sample at most. On x86-64, update_many runs that pass with AVX-512
+// or AVX2 when the CPU has them (see simd_path below); every path gives the same bits.
 class MedianFilter {
 public:
     explicit MedianFilter(std::size_t window);  // window >= 1, else std::invalid_argument
@@ -157,5 +158,20 @@ private:
     double alpha_d_;    // alpha(d_cutoff)
     std::optional<State> state_;
 };
+
+// Internal: which code runs MedianFilter::update_many's per-sample pass (windows up to 100).
+//
+// Like numpy, the package is compiled for baseline x86-64 (SSE2) and arm64 (NEON), and on
+// x86-64 with GCC or Clang it also carries AVX2 and AVX-512 versions of that one pass, compiled
+// with function-level target attributes. The widest one the running CPU supports is chosen
+// once, on first use (__builtin_cpu_supports, which also checks that the OS saves the wide
+// registers). All paths move the same values by the same rules, so their results are
+// identical bit for bit; forcing a path exists for tests and benchmarks only. The Python
+// module sets "portable" at import when AGENT_FILTERS_NO_SIMD=1 is in the environment.
+//
+// Not for use while another thread is filtering: a filter does not lock it.
+const char* simd_path() noexcept;                  // "avx512", "avx2" or "portable"
+std::vector<std::string> simd_paths();             // what this CPU can run, "portable" first
+bool set_simd_path(const std::string& name);       // false (nothing changes) if not in simd_paths()
 
 }  // namespace agent

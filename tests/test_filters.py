@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -95,6 +96,34 @@ def test_fallback_to_python_warns_and_clears_native() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "fallback ok" in result.stdout
+
+
+@pytest.mark.parametrize("no_simd", [None, "1", "0"])
+def test_no_simd_variable_pins_the_portable_median(no_simd: str | None) -> None:
+    # AGENT_FILTERS_NO_SIMD=1, read once when the extension is imported, keeps
+    # MedianFilter.update_many on the portable path; otherwise the widest path the CPU has
+    # is chosen (on x86-64: AVX-512, else AVX2; elsewhere portable). A fresh interpreter,
+    # since the variable only counts at import.
+    script = (
+        "from agent import _filters\n"
+        "print(_filters._simd_path(), ' '.join(_filters._simd_paths()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_FILTERS_NO_SIMD"}
+    if no_simd is not None:
+        env["AGENT_FILTERS_NO_SIMD"] = no_simd
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=Path(filters.__file__).resolve().parent.parent,  # the agent this suite imports
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    chosen, *available = result.stdout.split()
+    assert available[0] == "portable"
+    assert chosen == ("portable" if no_simd == "1" else available[-1])
 
 
 def test_all_filters_satisfy_the_protocol(impl: SimpleNamespace) -> None:

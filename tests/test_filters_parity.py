@@ -1,17 +1,21 @@
 """Property tests: the C++ filters and the Python references agree (relative 1e-9).
 
 Random parameters and sequences; single updates versus ``update_many``; state exported
-mid-stream from one implementation and restored into the other.
+mid-stream from one implementation and restored into the other; the median's batch on every
+SIMD path this CPU has (portable, AVX2, AVX-512), bit for bit.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -218,3 +222,98 @@ def _outcome(fn: Callable[[Any], Any], value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         return (type(exc).__name__, str(exc))
     return result if isinstance(result, list) else ("ok",)
+
+
+# --- the median's SIMD dispatch ----------------------------------------------------------------
+
+
+def simd_paths() -> list[str]:
+    """The paths of MedianFilter.update_many this CPU runs (just "portable" off x86-64)."""
+    if not filters.NATIVE:
+        return ["portable"]  # test_parity_runs_against_the_extension fails loudly instead
+    from agent import _filters
+
+    return list(_filters._simd_paths())
+
+
+@contextmanager
+def forced_simd_path(name: str) -> Iterator[None]:
+    """MedianFilter.update_many on one path inside the block; the previous one afterwards."""
+    from agent import _filters
+
+    before = _filters._simd_path()
+    _filters._set_simd_path(name)
+    try:
+        yield
+    finally:
+        _filters._set_simd_path(before)
+
+
+def bits(values: Any) -> bytes:
+    """The exact doubles, so that 0.0 and -0.0 (equal as numbers) count as different."""
+    return array("d", values).tobytes()
+
+
+# Few distinct values: ties, and both zeros, which only the order of moves tells apart.
+tie_values = st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, -3.0, 1e300, -1e300])
+median_inputs = st.lists(st.one_of(samples, tie_values), max_size=300)
+
+
+def test_simd_paths_include_portable_and_the_default() -> None:
+    from agent import _filters
+
+    paths = simd_paths()
+    assert paths[0] == "portable"
+    assert _filters._simd_path() in paths
+    assert set(paths) <= {"portable", "avx2", "avx512"}
+
+
+def test_unsupported_simd_path_is_refused() -> None:
+    from agent import _filters
+
+    before = _filters._simd_path()
+    with pytest.raises(ValueError, match="unknown or unsupported SIMD path 'sse9'"):
+        _filters._set_simd_path("sse9")
+    assert _filters._simd_path() == before
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=110),
+    median_inputs,
+    st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=6),
+)
+@pytest.mark.parametrize("path", simd_paths())
+def test_median_batch_is_bitwise_the_reference_on_every_path(
+    path: str, window: int, xs: list[float], chunk_sizes: list[int]
+) -> None:
+    # Cut into batches of assorted sizes (shorter and longer than the window: a kernel reads
+    # the replaced values from the ring, then from the batch itself), as buffers and lists.
+    expected = filters.PyMedianFilter(window).update_many(xs)
+    cpp = filters.MedianFilter(window)
+    got: list[float] = []
+    start = 0
+    with forced_simd_path(path):
+        for i, size in enumerate(chunk_sizes * (len(xs) // sum(chunk_sizes) + 1)):
+            if start >= len(xs):
+                break
+            part = xs[start : start + size]
+            got.extend(cpp.update_many(array("d", part) if i % 2 else part))
+            start += size
+    assert bits(got) == bits(expected)
+    py = filters.PyMedianFilter(window)
+    py.update_many(xs)
+    assert bits(cpp.get_state()["samples"]) == bits(py.get_state()["samples"])
+
+
+@pytest.mark.parametrize("path", simd_paths())
+def test_median_paths_agree_on_the_benchmark_signal(path: str) -> None:
+    # A long noisy signal with spikes (the benchmark's kind) through the windows around the
+    # kernels' sizes; every path must reproduce the reference exactly.
+    rng = random.Random(7)
+    xs = [20.0 + rng.gauss(0.0, 0.3) + rng.choice((0.0,) * 50 + (50.0, -50.0)) for _ in range(3000)]
+    for window in (1, 2, 15, 16, 17, 31, 32, 33, 48, 49, 64, 99, 100, 101):
+        expected = filters.PyMedianFilter(window).update_many(xs)
+        with forced_simd_path(path):
+            got = filters.MedianFilter(window).update_many(array("d", xs))
+        assert bits(got) == bits(expected), window

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -229,6 +231,88 @@ void test_median_against_brute_force() {
     }
 }
 
+std::uint64_t bits(double x) {
+    std::uint64_t b;
+    std::memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+// The median of the Python reference, step by step: the sorted window as a list, the oldest
+// removed at its first copy (bisect_left), the new value inserted after its equals (insort).
+struct BisectMedian {
+    std::size_t window;
+    std::vector<double> ring, sorted;
+    std::size_t head = 0;
+
+    double update(double x) {
+        if (ring.size() == window) {
+            const double oldest = ring[head];
+            ring[head] = x;
+            head = (head + 1) % window;
+            sorted.erase(std::lower_bound(sorted.begin(), sorted.end(), oldest));
+        } else {
+            ring.push_back(x);
+        }
+        sorted.insert(std::upper_bound(sorted.begin(), sorted.end(), x), x);
+        const std::size_t n = sorted.size();
+        return n % 2 ? sorted[n / 2] : sorted[n / 2 - 1] / 2 + sorted[n / 2] / 2;
+    }
+};
+
+void test_median_simd_paths() {
+    // Every dispatch path this CPU has (portable, and on x86-64 AVX2/AVX-512 where present)
+    // must give the reference's results bit for bit: for every window of the full pass and
+    // the first of the in-place one, in batches of many sizes (shorter than the window, so
+    // a kernel finds the replaced values in the ring, and longer), with ties and signed zeros.
+    const std::vector<std::string> paths = agent::simd_paths();
+    CHECK(!paths.empty() && paths.front() == "portable");
+    const std::string original = agent::simd_path();
+    CHECK(std::find(paths.begin(), paths.end(), original) != paths.end());
+    CHECK(!agent::set_simd_path("sse9"));
+    CHECK(agent::simd_path() == original);  // a refused name changes nothing
+    std::printf("median paths on this CPU:");
+    for (const std::string& p : paths) std::printf(" %s", p.c_str());
+    std::printf(" (default %s)\n", original.c_str());
+    const double values[] = {-0.0, 0.0, 1.0, -1.0, 2.5, -2.5, 1e300, -1e300, 3.0};
+    const std::size_t chunks[] = {1, 2, 3, 7, 16, 31, 64, 150};
+    for (const std::string& path : paths) {
+        CHECK(agent::set_simd_path(path));
+        CHECK(agent::simd_path() == path);
+        unsigned state = 99;
+        for (std::size_t w = 1; w <= 101; ++w) {
+            agent::MedianFilter f(w);
+            BisectMedian ref{w, {}, {}};
+            std::size_t mismatches = 0;
+            for (std::size_t c = 0; c < 40; ++c) {
+                const std::size_t len = chunks[(c + w) % (sizeof chunks / sizeof chunks[0])];
+                std::vector<double> in(len), out(len);
+                for (double& x : in) {
+                    state = state * 1103515245u + 12345u;
+                    x = values[(state >> 16) % (sizeof values / sizeof values[0])];
+                }
+                f.update_many(in.data(), len, out.data());
+                for (std::size_t i = 0; i < len; ++i) mismatches += bits(out[i]) != bits(ref.update(in[i]));
+            }
+            ++checks;
+            if (mismatches != 0) {
+                ++failures;
+                std::fprintf(stderr, "path %s, window %zu: %zu medians differ\n", path.c_str(), w,
+                             mismatches);
+            }
+            // The window itself, oldest first, as the reference holds it.
+            std::vector<double> expected(ref.ring.begin() + static_cast<std::ptrdiff_t>(ref.head),
+                                         ref.ring.end());
+            expected.insert(expected.end(), ref.ring.begin(),
+                            ref.ring.begin() + static_cast<std::ptrdiff_t>(ref.head));
+            const std::vector<double> got = f.samples();
+            CHECK(got.size() == expected.size() &&
+                  std::equal(got.begin(), got.end(), expected.begin(),
+                             [](double a, double b) { return bits(a) == bits(b); }));
+        }
+    }
+    CHECK(agent::set_simd_path(original));
+}
+
 void test_one_euro() {
     // dt = 1, min_cutoff = d_cutoff = 1/(2*pi): alpha(1/(2*pi)) = t/(t+1) with t = 1: 0.5.
     const double c = 1.0 / (2.0 * 3.141592653589793);
@@ -285,6 +369,7 @@ int main() {
     test_pt1_batch_against_update();
     test_median();
     test_median_against_brute_force();
+    test_median_simd_paths();
     test_one_euro();
     std::printf("%d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
