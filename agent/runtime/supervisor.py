@@ -85,6 +85,7 @@ class Runtime:
     # -- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start everything, in the order of the module docstring."""
         app, settings = self.app, self.settings
         adapters = app.adapters.resolve(settings, dry_run=app.dry_run)
         providers: dict[Any, object] = {
@@ -93,17 +94,46 @@ class Runtime:
             type(self.clock): self.clock,
             **adapters,
         }
-        max_payload = getattr(settings.mqtt, "max_payload_bytes", 256 * 1024)
+        routes = self._build_workers(adapters, providers)
+        self._wire_mqtt(routes)
+        self._enter_lifecycle(adapters, providers)
+        if hasattr(self.mqtt, "start"):
+            self.mqtt.start()
+            self._started_mqtt = True
+        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
+            self._on_connected()  # already connected (a test double): no event will come
+        for worker in self.workers:
+            worker.start()
+        for worker in self.workers:
+            if worker.reg.kind == "telemetry":
+                self._schedule_telemetry(worker)
+        if app.heartbeat_interval:
+            self.scheduler.every(
+                app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
+            )
+        self.scheduler.start()
+        log.info(
+            "%s %s started: %d device(s), prefix %r",
+            app.name,
+            app.version,
+            len(self.workers),
+            self.prefix,
+        )
 
+    def _build_workers(
+        self, adapters: dict[type, object], providers: dict[Any, object]
+    ) -> list[Route]:
+        """One inbox, context and worker per enabled device; the routes of those taking
+        commands."""
         routes: list[Route] = []
-        for reg in app.registry:
+        for reg in self.app.registry:
             if not reg.enabled:
                 log.info("device %r is disabled", reg.name)
                 continue
-            inbox = Inbox(self.clock, app.command_queue_size)
+            inbox = Inbox(self.clock, self.app.command_queue_size)
             ctx = DeviceContext(
                 name=reg.name,
-                settings=settings,
+                settings=self.settings,
                 mqtt=self.mqtt,
                 topic_prefix=self.prefix,
                 shutdown_event=self.shutdown_event,
@@ -124,9 +154,16 @@ class Runtime:
             )
             if reg.accepts_commands:
                 routes.append(Route(reg.name, reg.is_root, inbox))
+        return routes
 
+    def _wire_mqtt(self, routes: list[Route]) -> None:
+        """Inbound routing, command subscriptions and the reconnect hook."""
         router = Router(
-            self.topics, routes, report=self.report, clock=self.clock, max_payload_bytes=max_payload
+            self.topics,
+            routes,
+            report=self.report,
+            clock=self.clock,
+            max_payload_bytes=self.settings.mqtt.max_payload_bytes,
         )
         if hasattr(self.mqtt, "on_message"):
             self.mqtt.on_message(router.on_message)
@@ -135,11 +172,14 @@ class Runtime:
         if hasattr(self.mqtt, "on_connect"):
             self.mqtt.on_connect(self._on_connected)
 
+    def _enter_lifecycle(self, adapters: dict[type, object], providers: dict[Any, object]) -> None:
+        """Adapters that are context managers, then the lifespan, then on_configure hooks."""
+        app = self.app
         for adapter in adapters.values():
             if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
                 self._stack.enter_context(adapter)  # type: ignore[arg-type]
         if app.lifespan is not None:
-            manager = app.lifespan(AppContext(settings=settings, adapters=adapters))
+            manager = app.lifespan(AppContext(settings=self.settings, adapters=adapters))
             if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
                 raise TypeError(
                     f"lifespan {app.lifespan.__qualname__!r} returned {type(manager).__name__}, "
@@ -150,30 +190,6 @@ class Runtime:
         hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
         for hook in app.configure_hooks:
             call_with_injection(hook, hook_providers, "on_configure hook")
-
-        if hasattr(self.mqtt, "start"):
-            self.mqtt.start()
-            self._started_mqtt = True
-        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
-            self._on_connected()  # already connected (a test double): no event will come
-
-        for worker in self.workers:
-            worker.start()
-        for worker in self.workers:
-            if worker.reg.kind == "telemetry":
-                self._schedule_telemetry(worker)
-        if app.heartbeat_interval:
-            self.scheduler.every(
-                app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
-            )
-        self.scheduler.start()
-        log.info(
-            "%s %s started: %d device(s), prefix %r",
-            app.name,
-            app.version,
-            len(self.workers),
-            self.prefix,
-        )
 
     def _schedule_telemetry(self, worker: Worker) -> None:
         from agent.registry import check_interval
