@@ -205,7 +205,42 @@ def _header(kind: str) -> dict[str, Any]:
 # --- the references ---------------------------------------------------------------------------
 
 
-class PyPt1Filter:
+class _Reference:
+    """What the three pure-Python references share: the public calls around ``_step``."""
+
+    def _step(self, x: float) -> float:
+        raise NotImplementedError
+
+    def _params(self) -> tuple[float, ...]:
+        """The constructor arguments, for pickling and copying."""
+        raise NotImplementedError
+
+    def get_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def update(self, raw: float) -> float:
+        """Filter one sample; the first one seeds the filter and comes back unchanged."""
+        return self._step(_finite(raw, "raw"))
+
+    def update_many(self, values: Iterable[float]) -> list[float] | array[float]:
+        """Filter a sequence: ``array('d')`` in → ``array('d')`` out, else ``list[float]``."""
+        xs, is_buffer = _batch(values)
+        out = [self._step(x) for x in xs]
+        return array("d", out) if is_buffer else out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and copy as (parameters, state dict), like the C++ class: the copy owns its
+        # own history.
+        return (type(self), self._params(), self.get_state())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.set_state(state)
+
+
+class PyPt1Filter(_Reference):
     """First-order low-pass (PT1) filter, pure Python reference of :class:`Pt1Filter`.
 
     ``alpha = dt / (tau + dt)``; each update does ``y += alpha * (x - y)``. ``tau`` and ``dt``
@@ -249,16 +284,6 @@ class PyPt1Filter:
         self._y = y
         return y
 
-    def update(self, raw: float) -> float:
-        """Filter one sample; the first one seeds the filter and comes back unchanged."""
-        return self._step(_finite(raw, "raw"))
-
-    def update_many(self, values: Iterable[float]) -> list[float] | array[float]:
-        """Filter a sequence: ``array('d')`` in → ``array('d')`` out, else ``list[float]``."""
-        xs, is_buffer = _batch(values)
-        out = [self._step(x) for x in xs]
-        return array("d", out) if is_buffer else out
-
     def reset(self) -> None:
         """Forget all history."""
         self._y = None
@@ -271,19 +296,14 @@ class PyPt1Filter:
         """Restore a :meth:`get_state` dict; a bad one raises and changes nothing."""
         self._y = _state_optional_float(_check_header(state, "pt1"), "y")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle and copy as (parameters, state dict), like the C++ class: the copy owns its
-        # own history.
-        return (type(self), (self._tau, self._dt), self.get_state())
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.set_state(state)
+    def _params(self) -> tuple[float, ...]:
+        return (self._tau, self._dt)
 
     def __repr__(self) -> str:
         return f"PyPt1Filter(tau={self._tau!r}, dt={self._dt!r})"
 
 
-class PyMedianFilter:
+class PyMedianFilter(_Reference):
     """Sliding-window median filter, pure Python reference of :class:`MedianFilter`.
 
     The median of the last ``window`` samples (mean of the two middle ones for an even count;
@@ -324,16 +344,6 @@ class PyMedianFilter:
         insort(s, x)
         return self._median()
 
-    def update(self, raw: float) -> float:
-        """Filter one sample; the first one seeds the filter and comes back unchanged."""
-        return self._step(_finite(raw, "raw"))
-
-    def update_many(self, values: Iterable[float]) -> list[float] | array[float]:
-        """Filter a sequence: ``array('d')`` in → ``array('d')`` out, else ``list[float]``."""
-        xs, is_buffer = _batch(values)
-        out = [self._step(x) for x in xs]
-        return array("d", out) if is_buffer else out
-
     def reset(self) -> None:
         """Forget all history."""
         self._ring.clear()
@@ -353,19 +363,14 @@ class PyMedianFilter:
         self._ring = deque(kept)
         self._sorted = sorted(kept)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle and copy as (parameters, state dict), like the C++ class: the copy owns its
-        # own history.
-        return (type(self), (self._window,), self.get_state())
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.set_state(state)
+    def _params(self) -> tuple[float, ...]:
+        return (self._window,)
 
     def __repr__(self) -> str:
         return f"PyMedianFilter(window={self._window!r})"
 
 
-class PyOneEuroFilter:
+class PyOneEuroFilter(_Reference):
     """The 1€ filter (Casiez, Roussel, Vogel 2012), pure Python reference of :class:`OneEuroFilter`.
 
     With a fixed period ``dt``: ``alpha(fc) = dt / (dt + 1/(2π·fc))``. The derivative
@@ -445,16 +450,6 @@ class PyOneEuroFilter:
         self._x = x
         return y
 
-    def update(self, raw: float) -> float:
-        """Filter one sample; the first one seeds the filter and comes back unchanged."""
-        return self._step(_finite(raw, "raw"))
-
-    def update_many(self, values: Iterable[float]) -> list[float] | array[float]:
-        """Filter a sequence: ``array('d')`` in → ``array('d')`` out, else ``list[float]``."""
-        xs, is_buffer = _batch(values)
-        out = [self._step(x) for x in xs]
-        return array("d", out) if is_buffer else out
-
     def reset(self) -> None:
         """Forget all history."""
         self._y = None
@@ -493,17 +488,8 @@ class PyOneEuroFilter:
         self._dx = dx_hat
         self._x = x
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle and copy as (parameters, state dict), like the C++ class: the copy owns its
-        # own history.
-        return (
-            type(self),
-            (self._min_cutoff, self._beta, self._d_cutoff, self._dt),
-            self.get_state(),
-        )
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.set_state(state)
+    def _params(self) -> tuple[float, ...]:
+        return (self._min_cutoff, self._beta, self._d_cutoff, self._dt)
 
     def __repr__(self) -> str:
         return (
