@@ -30,7 +30,7 @@ from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
 from agent.registry import IntervalSpec, Kind, Registry
 from agent.settings import Settings
-from agent.topics import validate_name
+from agent.topics import prefix_problem, validate_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 LifespanFunc = Callable[..., Any]
@@ -59,6 +59,8 @@ class App:
         shutdown_grace: float = 5.0,
     ) -> None:
         self.name = validate_name(name, "app")
+        if prefix_problem(name) is not None:  # without mqtt.topic_prefix the name is the prefix
+            raise ValueError(f"invalid app name {name!r}: {prefix_problem(name)}")
         self.version = version
         self.description = description
         self.settings_class = settings_class
@@ -214,7 +216,10 @@ class App:
         clock: ClockPort | None = None,
     ) -> None:
         """Run until shutdown (blocking). SIGTERM/SIGINT start a graceful shutdown when no
-        ``shutdown_event`` is given and this is the main thread."""
+        ``shutdown_event`` is given and this is the main thread.
+
+        The settings' :meth:`~agent.Settings.load_warnings` (a password in a file other
+        users can read) are logged at WARNING first, once per run."""
         from agent.runtime.supervisor import Runtime
 
         settings = settings if settings is not None else self.settings
@@ -222,17 +227,23 @@ class App:
             from agent.logs import configure_logging
 
             configure_logging(settings.logging, service=self.name, version=self.version)
+        # Here rather than in Settings.load: the log is configured only now, and both the
+        # command line and a program's own App.run(settings=...) pass through this point.
+        for warning in settings.load_warnings():
+            logging.getLogger("agent.settings").warning("%s", warning)
         event = shutdown_event if shutdown_event is not None else threading.Event()
-        restore = _install_signal_handlers(event) if shutdown_event is None else None
+        signals = _SignalCatcher(event) if shutdown_event is None else None
         runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
         try:
             runtime.start()
             runtime.wait()
         finally:
             event.set()
+            if signals is not None and signals.received:
+                log.info("received %s: shutting down", signals.received)
             runtime.stop()
-            if restore is not None:
-                restore()
+            if signals is not None:
+                signals.restore()
 
     def cli(self, argv: list[str] | None = None) -> NoReturn:
         """Run with command-line arguments (``--config``, ``--dry-run``, ...) and exit the
@@ -246,18 +257,29 @@ def _name_of(name: str | Callable[..., Any]) -> str:
     return name if isinstance(name, str) else name.__name__
 
 
-def _install_signal_handlers(event: threading.Event) -> Callable[[], None] | None:
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class _SignalCatcher:
+    """SIGTERM and SIGINT set the shutdown event; the previous handlers come back after.
 
-    def handler(signum: int, _frame: object) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        event.set()
+    The handler does nothing but remember the signal and set the event. It must not log:
+    it runs on the main thread between two bytecodes, possibly in the middle of that thread
+    writing a log line, and a reentrant write to the same stream raises — before the event
+    is set, so the shutdown request would be lost. The main thread logs it afterwards.
+    Outside the main thread (where Python allows no signal handlers) it does nothing.
+    """
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def __init__(self, event: threading.Event) -> None:
+        self.received = ""
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
 
-    def restore() -> None:
-        for sig, old in previous.items():
+        def handler(signum: int, _frame: object) -> None:
+            event.set()
+            self.received = signal.Signals(signum).name
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def restore(self) -> None:
+        for sig, old in self._previous.items():
             signal.signal(sig, old)
-
-    return restore

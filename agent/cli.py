@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.settings import ConfigError
+from agent.settings.conversion import _show
 
 if TYPE_CHECKING:
     from agent.app import App
@@ -61,7 +62,7 @@ def _load_settings(app: App, args: argparse.Namespace):  # type: ignore[no-untyp
                 source="arguments",
                 key="--log-level",
                 expected="DEBUG, INFO, WARNING, ERROR or CRITICAL",
-                found=repr(args.log_level),
+                found=_show(args.log_level),
             )
         settings.logging.level = level
     if args.log_format is not None:
@@ -112,7 +113,7 @@ def _app_spec(config: str | None) -> str:
             source=config,
             key="app",
             expected='"module:attribute" naming the App to run',
-            found=repr(spec),
+            found=_show(spec),
         )
     return spec
 

@@ -183,6 +183,11 @@ class ErrorPublisher:
 
     def __post_init__(self) -> None:
         self._topics = Topics(self.topic_prefix)
+        self._types = {**DEFAULT_ERROR_TYPES, **self.error_type_map}
+
+    def error_type(self, error: BaseException) -> str:
+        """The ``error_type`` a payload for ``error`` gets (exact class, else ``"error"``)."""
+        return self._types.get(type(error), "error")
 
     def publish(
         self,

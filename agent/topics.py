@@ -21,7 +21,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["Topics", "validate_name", "validate_prefix", "validate_sub_topic"]
+__all__ = ["Topics", "prefix_problem", "validate_name", "validate_prefix", "validate_sub_topic"]
 
 # MQTT's wildcards and level separator: a name holding one would change what a topic means.
 _FORBIDDEN = {"+": "an MQTT wildcard '+'", "#": "an MQTT wildcard '#'", "/": "a '/'"}
@@ -63,19 +63,34 @@ def validate_sub_topic(sub: str) -> str:
     return validate_name(sub, "command sub-topic")
 
 
-def validate_prefix(prefix: str) -> str:
-    """Return ``prefix`` if usable as a topic prefix, else raise :class:`ValueError`.
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a topic prefix (e.g. ``"level 2 '' is empty"``), or None.
 
-    A prefix may span several levels (``home/gas``); each level follows the rules of
-    :func:`validate_name`, so empty levels (``a//b``, a leading or trailing ``/``) are
-    refused too.
+    The one rule for prefixes, shared by :func:`validate_prefix` (and so :class:`Topics`)
+    and the settings check of ``mqtt.topic_prefix``. A prefix may span several levels
+    (``home/gas``); each level follows the rules of :func:`validate_name`, so empty levels
+    (``a//b``, a leading or trailing ``/``) are refused too. The first level must not start
+    with ``$``: brokers reserve such topics for themselves (``$SYS/...``) and may refuse
+    clients' messages there, and a subscription starting with a wildcard (``#``,
+    ``+/status``) never matches them, so monitoring would not see the app.
     """
+    for number, level in enumerate(prefix.split("/"), start=1):
+        problem = _problem(level)
+        if problem is None and number == 1 and level.startswith("$"):
+            problem = "it starts with '$', which is reserved for broker topics such as $SYS"
+        if problem is not None:
+            return f"level {number} {level!r} {problem.removeprefix('it ')}"
+    return None
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if usable as a topic prefix, else raise :class:`ValueError` saying
+    why (see :func:`prefix_problem`)."""
     if not isinstance(prefix, str):
         raise TypeError(f"topic prefix must be a str, got {type(prefix).__name__}: {prefix!r}")
-    for level in prefix.split("/"):
-        problem = _problem(level)
-        if problem is not None:
-            raise ValueError(f"invalid topic prefix {prefix!r}: level {level!r}: {problem}")
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"invalid topic prefix {prefix!r}: {problem}")
     return prefix
 
 

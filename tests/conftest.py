@@ -1,10 +1,13 @@
-"""Shared fixtures: a private mosquitto per test and a wire observer connected to it."""
+"""Shared fixtures: a private mosquitto per test, a wire observer connected to it, and the
+``agent`` command run as a real subprocess."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from e2e_helpers import AgentProcess
 
 from agent.testing.mosquitto import Mosquitto, Observer
 
@@ -32,3 +35,18 @@ def observer(broker: Mosquitto) -> Iterator[Observer]:
         yield watcher
     finally:
         watcher.close()
+
+
+@pytest.fixture
+def run_agent() -> Iterator[Callable[[Path], AgentProcess]]:
+    """Start ``python -m agent --config PATH`` (see e2e_helpers); killed at teardown."""
+    started: list[AgentProcess] = []
+
+    def start(config: Path) -> AgentProcess:
+        agent = AgentProcess(config)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.kill()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.app import App
+from agent.cli import main
 from agent.context import AppContext
 from agent.mqtt.fakes import MockMqttClient
 from agent.settings import Settings
@@ -82,3 +85,141 @@ def test_cli_exits_1_for_an_unexpected_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         App("demo", lifespan=lifespan).cli(["--env-file", str(empty), "--log-format", "text"])
     assert exit_info.value.code == 1
+
+
+@contextlib.contextmanager
+def must_not_start(ctx: AppContext) -> Iterator[None]:
+    """A lifespan for apps whose settings must be refused: if they are accepted after all,
+    the app stops here (exit 1) instead of running on, trying to reach a broker."""
+    raise RuntimeError("the settings were accepted")
+    yield
+
+
+DEEP = 5000
+
+HOSTILE_TOML = {
+    "nested arrays": "a = " + "[" * DEEP + "]" * DEEP + "\n",
+    "nested inline tables": "a = " + "{b = " * DEEP + "1" + "}" * DEEP + "\n",
+    "deep table header": "[" + ".".join(["a"] * DEEP) + "]\n",
+    "5000-digit integer": "a = " + "7" * DEEP + "\n",
+}
+
+
+def one_config_error_line(capsys: pytest.CaptureFixture[str], prog: str, path: Path) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: configuration error: {path}: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_TOML))
+def test_hostile_config_exits_78_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    config = tmp_path / "hostile.toml"
+    config.write_text('app = "nosuchmodule:app"\n' + HOSTILE_TOML[case])
+    # the agent command reads the file for `app` before anything else ...
+    assert main(["--config", str(config)]) == 78
+    line = one_config_error_line(capsys, "agent", config)
+    assert "invalid TOML: " in line
+    # ... and App.cli() reads it as its settings
+    with pytest.raises(SystemExit) as exit_info:
+        App("demo", lifespan=must_not_start).cli(["--config", str(config)])
+    assert exit_info.value.code == 78
+    assert one_config_error_line(capsys, "demo", config) == line.replace("agent:", "demo:", 1)
+
+
+def test_agent_command_shows_a_huge_app_value_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('app = "' + "x" * 100_000 + '"\n')
+    assert main(["--config", str(config)]) == 78
+    line = one_config_error_line(capsys, "agent", config)
+    assert line.endswith('found "' + "x" * 55 + '..."')
+
+
+@pytest.mark.parametrize("prefix", ["a//b", "/a", "a/", "a/ b", " a", "a\x01b", "$SYS/a"])
+def test_cli_refuses_a_bad_topic_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefix: str
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"[mqtt]\ntopic_prefix = {json.dumps(prefix)}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        App("demo", lifespan=must_not_start).cli(["--config", str(config)])
+    assert exit_info.value.code == 78
+    line = one_config_error_line(capsys, "demo", config)
+    assert line.startswith(f"demo: configuration error: {config}: mqtt.topic_prefix: expected ")
+
+
+class Touchy(Settings):
+    limit: int = 1
+
+    def validate(self) -> None:
+        _ = 10 // self.limit
+
+
+def test_cli_reports_a_crashing_validate_hook_as_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("limit = 0\n")
+    with pytest.raises(SystemExit) as exit_info:
+        App("demo", settings_class=Touchy, lifespan=must_not_start).cli(["--config", str(config)])
+    assert exit_info.value.code == 78
+    line = one_config_error_line(capsys, "demo", config)
+    assert line.endswith(
+        "Touchy.validate() failed: ZeroDivisionError: integer division or modulo by zero"
+    )
+
+
+def test_run_logs_each_load_warning_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[mqtt]\nusername = "u"\npassword = "pw-1f1f"\n')
+    config.chmod(0o644)
+    settings = Settings.load(config_file=config, env_file=None, environ={})
+    stop = threading.Event()
+    stop.set()  # run() starts, sees the shutdown request and returns
+    with caplog.at_level(logging.WARNING):
+        App("demo").run(mqtt=MockMqttClient(), settings=settings, shutdown_event=stop)
+    warnings = [r for r in caplog.records if "other users can read it" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert warnings[0].name == "agent.settings"
+    assert f"{config} holds mqtt.password" in warnings[0].getMessage()
+    assert "pw-1f1f" not in caplog.text
+    caplog.clear()
+    config.chmod(0o600)
+    settings = Settings.load(config_file=config, env_file=None, environ={})
+    with caplog.at_level(logging.WARNING):
+        App("demo").run(mqtt=MockMqttClient(), settings=settings, shutdown_event=stop)
+    assert "other users can read it" not in caplog.text
+
+
+def test_sigterm_reaches_the_shutdown_event_even_when_logging_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler runs between two bytecodes of the main thread, possibly inside a log
+    write: a log call there raises ("reentrant call inside BufferedWriter") and, before
+    the fix, lost the shutdown request. The handler must not depend on logging."""
+    import os
+    import signal
+    import threading
+
+    import agent.app as app_module
+
+    def reentrant(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    for level in ("debug", "info", "warning", "error"):
+        monkeypatch.setattr(app_module.log, level, reentrant)
+    event = threading.Event()
+    catcher = app_module._SignalCatcher(event)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert event.wait(5)
+        assert catcher.received == "SIGTERM"
+    finally:
+        catcher.restore()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

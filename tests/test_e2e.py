@@ -7,97 +7,19 @@ Each test starts its own broker (tests/conftest.py) and runs the quick example
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from e2e_helpers import BOUND, EXAMPLES, agent_env, write_config
 
 from agent.testing.mosquitto import Message, Mosquitto, Observer
 
 pytestmark = pytest.mark.integration
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-BOUND = 10.0
-
-
-def agent_env() -> dict[str, str]:
-    """The environment for ``python -m agent``: the same agent package as this test process
-    (source tree, editable install or a staged build), none of our settings variables."""
-    import agent
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
-    home = str(Path(agent.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def write_config(folder: Path, port: int, *, keepalive: int = 60, extra: str = "") -> Path:
-    shutil.copy(EXAMPLES / "quickstart.py", folder / "quickstart.py")
-    path = folder / "agent.toml"
-    path.write_text(
-        'app = "quickstart:app"\n'
-        "poll_interval = 0.5\n"
-        f"{extra}"
-        "[mqtt]\n"
-        'host = "127.0.0.1"\n'
-        f"port = {port}\n"
-        f"keepalive = {keepalive}\n"
-        "reconnect_min_delay = 0.1\n"
-        "reconnect_max_delay = 0.5\n"
-        "[logging]\n"
-        'format = "text"\n'
-        'level = "INFO"\n'
-    )
-    return path
-
-
-class AgentProcess:
-    """``python -m agent --config PATH`` with its stderr kept in a file."""
-
-    def __init__(self, config: Path) -> None:
-        self.log_path = config.parent / "agent.log"
-        env = agent_env()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--config", str(config)],
-                cwd=config.parent,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = BOUND) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(BOUND)
-
-
-@pytest.fixture
-def run_agent(tmp_path: Path) -> Iterator:
-    started: list[AgentProcess] = []
-
-    def start(config: Path) -> AgentProcess:
-        agent = AgentProcess(config)
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.kill()
 
 
 def payload_json(message: Message) -> object:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from agent.mqtt.paho import NETWORK_THREAD_NAME, MqttClient
+from agent.mqtt.paho import NETWORK_THREAD_NAME, WINDOW, MqttClient
 from agent.mqtt.port import (
     MqttConnectionEvents,
     MqttLifecycle,
@@ -311,12 +311,12 @@ def test_broker_restart_reconnects_resubscribes_and_sends_latest_buffered(
         client.publish(f"t/buf/{topic}", value, retain=True)
     assert client._paho._out_messages == {}  # type: ignore[union-attr]  # paho's queue
     assert not client.flush(0.05)  # buffered, not acknowledged
-    log_watch.wait_for("offline buffer full")
+    log_watch.wait_for("outbox full")
 
     broker.start()
     connects.wait_for(2)
     assert client.flush(5)
-    log_watch.wait_for("dropped while offline")
+    log_watch.wait_for("dropped from the full outbox")
 
     watcher = Observer(broker.host, broker.port, ["t/buf/#", "t/end"], client_id="w")
     try:
@@ -507,6 +507,25 @@ def test_tls_with_the_wrong_ca_does_not_connect(
     assert connects.count == 0
 
 
+def test_a_tls_refusal_after_the_handshake_is_logged_with_its_reason_and_retried(
+    tls_broker: Mosquitto, clients: list[MqttClient], log_watch: LogWatch
+) -> None:
+    # The broker requires a client certificate and none is given: with TLS 1.3 the
+    # handshake completes and the broker's alert ends the link before the CONNACK.
+    certs: Path = tls_broker.certs  # type: ignore[attr-defined]
+    settings = settings_for(tls_broker, tls=True, ca_file=str(certs / "ca.crt"))
+    client, _, connects = started(clients, settings, wait=False)
+    log_watch.wait_for("certificate required")
+    first = next(r for r in log_watch.records if "certificate required" in r.getMessage())
+    assert first.levelno == logging.WARNING
+    assert "mqtt.cert_file" in first.getMessage()  # the fix, not only the symptom
+    # paho 1.6 used to let this SSLError end its network thread: it must keep retrying.
+    log_watch.wait_for("still cannot connect")
+    assert any(t.name == NETWORK_THREAD_NAME and t.is_alive() for t in threading.enumerate())
+    assert sum(r.levelno == logging.WARNING for r in log_watch.records) == 1
+    assert not client.connected and connects.count == 0
+
+
 # -- ordering after a reconnect (paho's callbacks driven by hand, no broker) -------------
 
 
@@ -576,18 +595,53 @@ def test_newer_message_waits_for_the_ack_of_an_older_one_paho_resends() -> None:
     assert client.flush(0)
 
 
-def test_buffer_goes_out_in_publish_order_newest_per_topic_after_connect_callbacks() -> None:
+def test_buffer_goes_out_retained_first_newest_per_topic_then_events_in_order() -> None:
     client, fake, connect, disconnect = _hand_driven()
-    client.on_connect(lambda: client.publish("t/status", "online"))
+    client.on_connect(lambda: client.publish("t/status", "online", retain=True))
+    client.publish("t/error", "e1")
     for topic, value in [("a", "1"), ("b", "1"), ("a", "2")]:
-        client.publish(f"t/{topic}", value)
+        client.publish(f"t/{topic}", value, retain=True)
+    client.publish("t/error", "e2")
     assert fake.sent == []
     connect()
-    # The callback's publish joins the buffer behind what was published while away.
-    assert fake.sent == [("t/b", b"1"), ("t/a", b"2"), ("t/status", b"online")]
+    # Retained: the newest per topic, in the order of their latest publish, the connect
+    # callback's behind what was published while away; then every event, in order.
+    assert fake.sent == [
+        ("t/b", b"1"),
+        ("t/a", b"2"),
+        ("t/status", b"online"),
+        ("t/error", b"e1"),
+        ("t/error", b"e2"),
+    ]
     assert client.connected
     disconnect()
     assert not client.connected
+
+
+def test_paho_never_holds_more_than_the_window_and_states_overtake_events() -> None:
+    client, fake, connect, _ = _hand_driven()
+    connect()
+    for i in range(WINDOW + 50):
+        client.publish("t/error", f"e{i}")  # a burst of error reports
+    assert len(fake.sent) == WINDOW  # the rest waits in our bounded outbox, not in paho
+    client.publish("t/dev/state", "s1", retain=True)
+    client.publish("t/dev/state", "s2", retain=True)
+    client._on_publish(fake, None, 1)  # the broker acks one: one slot frees
+    assert fake.sent[-1] == ("t/dev/state", b"s2")  # the state first, newest only
+    client._on_publish(fake, None, 2)
+    assert fake.sent[-1] == ("t/error", f"e{WINDOW}".encode())  # then the events resume
+
+
+def test_a_full_outbox_drops_the_oldest_event_and_keeps_states() -> None:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1, offline_buffer_size=3))
+    fake = FakePaho()
+    client._paho = fake  # type: ignore[assignment]
+    for i in range(5):
+        client.publish("t/error", f"e{i}")
+    client.publish("t/s", "state", retain=True)
+    client._on_connect(fake, None, {"session present": 1}, 0)
+    assert fake.sent == [("t/s", b"state"), ("t/error", b"e2"), ("t/error", b"e3"),
+                         ("t/error", b"e4")]  # fmt: skip
 
 
 def test_an_ack_that_arrives_before_publish_returns_is_not_lost() -> None:

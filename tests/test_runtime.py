@@ -90,6 +90,8 @@ def test_registration_validates_names_and_duplicates() -> None:
         app.add_device("ok", f)
     with pytest.raises(ValueError):
         App("bad/name")
+    with pytest.raises(ValueError, match="reserved for broker topics"):
+        App("$SYS")
 
 
 def test_unannotated_parameter_is_rejected() -> None:
@@ -242,25 +244,50 @@ def test_bad_inbound_messages_are_reported_and_device_keeps_serving(
     assert all(not retain for t, _p, retain, _q in r.mqtt.published if t.endswith("/error"))
 
 
-def test_command_queue_overflow_drops_oldest_and_reports() -> None:
+def test_command_queue_overflow_drops_oldest_and_reports_once_a_second() -> None:
     app = App("demo", command_queue_size=2)
-    gate = threading.Event()
+    gate, busy = threading.Event(), threading.Event()
     got: list[str] = []
 
     @app.command("valve")
     def valve(payload: str) -> None:
+        busy.set()
         gate.wait(BOUND)
         got.append(payload)
 
     with Running(app) as r:
         r.clock.wait_for_waiters(2, timeout=BOUND)
-        for p in ["1", "2", "3", "4"]:
-            r.mqtt.deliver("demo/valve/set", p)
+        r.mqtt.deliver("demo/valve/set", "1")
+        assert busy.wait(BOUND)  # "1" is being handled; the queue holds two more
+        for p in range(2, 11):
+            r.mqtt.deliver("demo/valve/set", str(p))  # 4..10 each push out the oldest
+        overflow = [e for e in errors_for(r) if e["error_type"] == "command_overflow"]
+        assert [e["details"]["dropped"] for e in overflow] == [1]  # the rest is counted
+        r.clock.advance(1.0)  # the scheduler's flush reports what was held back
+        r.until(lambda: len(errors_for(r, "demo/valve/error")) == 2, "the aggregated report")
         gate.set()
-        r.until(lambda: len(got) >= 2 and "4" in got, "the kept commands")
+        r.until(lambda: len(got) == 3, "the kept commands")
     overflow = [e for e in errors_for(r) if e["error_type"] == "command_overflow"]
-    assert overflow, r.mqtt.published
-    assert "4" in got and "3" in got
+    assert [e["details"]["dropped"] for e in overflow] == [1, 6]
+    assert got == ["1", "9", "10"]  # the newest are kept
+
+
+def test_an_empty_message_on_a_command_topic_is_not_a_command() -> None:
+    app = App("demo")
+    got: list[str] = []
+
+    @app.command("valve")
+    def valve(payload: str) -> None:
+        got.append(payload)
+
+    with Running(app) as r:
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+        r.mqtt.deliver("demo/valve/set", "")
+        r.mqtt.deliver("demo/nosuch/set", "")
+        r.mqtt.deliver("demo/valve/set", "open")
+        r.until(lambda: got, "the real command")
+    assert got == ["open"]
+    assert errors_for(r) == []
 
 
 def test_heartbeat_availability_and_offline_at_shutdown() -> None:

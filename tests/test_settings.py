@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import re
 from typing import Annotated, Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.logs import redact
 from agent.settings import (
     SECRET,
+    SECRET_FILE,
+    Check,
     ConfigError,
     LoggingSettings,
     MqttSettings,
@@ -23,6 +28,7 @@ from agent.settings import (
     greater_than,
     read_toml,
 )
+from agent.topics import validate_prefix
 
 # --------------------------------------------------------------------------- helpers
 
@@ -414,10 +420,8 @@ def test_cert_without_key_and_tls_files(tmp_path: pathlib.Path) -> None:
 
 def test_validate_error_blames_the_environment_variable(tmp_path: pathlib.Path) -> None:
     err = load_error(environ={"MQTT__TOPIC_PREFIX": "home/+"})
-    assert str(err) == (
-        "environment: mqtt.topic_prefix (MQTT__TOPIC_PREFIX): "
-        'expected a topic without wildcards (+, #), found "home/+"'
-    )
+    assert str(err).startswith("environment: mqtt.topic_prefix (MQTT__TOPIC_PREFIX): expected ")
+    assert err.found == "\"home/+\" (level 2 '+' contains an MQTT wildcard '+')"
     path = write(tmp_path, "a.toml", '[mqtt]\nclient_id = ""\n')
     err = load_error(config_file=path)
     assert str(err) == f'{path}: mqtt.client_id: expected a non-empty string, found ""'
@@ -563,3 +567,302 @@ def test_section_name_alone_in_environment_is_an_error() -> None:
     assert err.source == "environment"
     assert err.variable == "MQTT"
     assert "unknown setting" in str(err)
+
+
+# --------------------------------------------------------------------------- hostile files
+
+DEEP = 5000  # far beyond Python's recursion limit, as a hostile or generated file may be
+
+HOSTILE_TOML = [
+    ("nested arrays", "a = " + "[" * DEEP + "]" * DEEP + "\n", "nested too deeply"),
+    (
+        "nested inline tables",
+        "a = " + "{b = " * DEEP + "1" + "}" * DEEP + "\n",
+        "nested too deeply",
+    ),
+    ("deep table header", "[" + ".".join(["a"] * DEEP) + "]\n", "nested too deeply"),
+    ("5000-digit integer", "a = " + "7" * DEEP + "\n", "integer too large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "why"), HOSTILE_TOML, ids=[case for case, _, _ in HOSTILE_TOML]
+)
+def test_hostile_toml_is_a_config_error_naming_the_file(
+    tmp_path: pathlib.Path, case: str, text: str, why: str
+) -> None:
+    path = write(tmp_path, "agent.toml", 'app = "x:app"\n' + text)
+    with pytest.raises(ConfigError) as info:
+        read_toml(path)  # what the agent command reads first, for `app`
+    assert str(info.value).startswith(f"{path}: invalid TOML: {why}")
+    err = load_error(config_file=path)
+    assert err.source == str(path)
+    assert str(err).startswith(f"{path}: invalid TOML: {why}")
+    assert len(str(err)) < 200
+
+
+def test_nesting_limit_is_exactly_one_hundred_levels(tmp_path: pathlib.Path) -> None:
+    # The file's root table is the first level: 99 arrays inside it make 100.
+    ok = write(tmp_path, "ok.toml", "a = " + "[" * 99 + "]" * 99 + "\n")
+    assert "a" in read_toml(ok)
+    deep = write(tmp_path, "deep.toml", "a = " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(ConfigError, match=r"nested too deeply \(at most 100 levels"):
+        read_toml(deep)
+
+
+def test_huge_values_are_shown_short(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, "a.toml", "[mqtt]\nport = " + "9" * 70 + "\n")
+    err = load_error(config_file=path)
+    assert err.key == "mqtt.port"
+    assert err.found == "9" * 57 + "..."
+    path = write(tmp_path, "a.toml", "[mqtt]\nport = " + "9" * 4000 + "\n")
+    assert re.fullmatch(r"an integer of about 4\d\d\d digits", load_error(config_file=path).found)
+    path = write(
+        tmp_path, "b.toml", '[mqtt]\nhost = "' + "h" * 100_000 + '"\n[logging]\nlevel = 1\n'
+    )
+    assert len(load_error(config_file=path).found) <= 60
+    # Too many digits for repr() itself: only code can build such a value.
+    with pytest.raises(ConfigError) as info:
+        MqttSettings(port=10**5000)
+    assert re.fullmatch(r"an integer of about 5\d\d\d digits", info.value.found)
+
+
+class Crashing(Settings):
+    """A settings class whose own code fails on values it did not foresee."""
+
+    start: int = 0
+    label: Annotated[str, Check(lambda v: v[0].isupper(), "a capitalised word")] = "X"
+    token: Annotated[str | None, SECRET, Check(lambda v: int(v) > 0, "a number")] = None
+
+    def validate(self) -> None:
+        if self.token is not None and self.start == 13:
+            raise RuntimeError(f"unlucky with token {self.token}")
+        _ = 100 // self.start
+
+
+def test_a_crashing_validate_hook_is_a_config_error_naming_the_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = write(tmp_path, "a.toml", "start = 0\n")
+    err = load_error(Crashing, config_file=path)
+    assert str(err) == (
+        f"{path}: Crashing.validate() failed: ZeroDivisionError: integer division or modulo by zero"
+    )
+    assert isinstance(err.__cause__, ZeroDivisionError)  # kept for a debugger
+    # The hook's message may quote a secret: it is hidden.
+    path = write(tmp_path, "b.toml", 'start = 13\ntoken = "12345"\n')
+    err = load_error(Crashing, config_file=path)
+    assert "12345" not in str(err)
+    assert "unlucky with token ***" in str(err)
+
+
+class Fragile(Section):
+    ratio: float = 1.0
+
+    def validate(self) -> None:
+        _ = 1 / self.ratio
+
+
+class WithFragile(Settings):
+    fragile: Fragile = Fragile()
+
+
+def test_a_crashing_section_hook_blames_a_value_of_that_section(tmp_path: pathlib.Path) -> None:
+    toml = write(tmp_path, "a.toml", "[fragile]\nratio = 0\n")
+    err = load_error(WithFragile, config_file=toml, environ={"MQTT__HOST": "h"})
+    assert (err.source, err.key) == (str(toml), "fragile")
+    assert "Fragile.validate() failed: ZeroDivisionError" in str(err)
+
+
+def test_a_crashing_check_is_a_config_error_naming_file_and_key(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, "a.toml", 'start = 1\nlabel = ""\n')
+    err = load_error(Crashing, config_file=path)
+    assert (err.source, err.key, err.line) == (str(path), "label", None)
+    assert (
+        str(err) == f"{path}: label: cannot use this value: IndexError: string index out of range"
+    )
+    # A secret's check may quote the value in its message: only the type is shown.
+    env = write(tmp_path, "a.env", "start=1\nTOKEN=not-a-number-4d4d\n")
+    err = load_error(Crashing, env_file=env)
+    assert str(err) == f"{env}: line 2: token (TOKEN): cannot use this value: ValueError"
+
+
+def test_nothing_but_config_error_leaves_load(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.settings.model
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(agent.settings.model, "_read_environ", broken)
+    path = write(tmp_path, "a.toml", "")
+    err = load_error(config_file=path)
+    assert str(err) == f"{path}: cannot load the settings: RuntimeError: a bug over two lines"
+    assert (
+        str(load_error())
+        == "settings: cannot load the settings: RuntimeError: a bug over two lines"
+    )
+
+
+# --------------------------------------------------------------------------- topic prefix
+
+
+BAD_PREFIXES = [
+    ("a//b", "level 2 '' is empty"),
+    ("/a", "level 1 '' is empty"),
+    ("a/", "level 2 '' is empty"),
+    ("", "level 1 '' is empty"),
+    ("a/ b", "level 2 ' b' has leading or trailing whitespace"),
+    (" a", "level 1 ' a' has leading or trailing whitespace"),
+    ("a ", "level 1 'a ' has leading or trailing whitespace"),
+    ("a\x01b", "level 1 'a\\x01b' contains the control character U+0001"),
+    ("a\nb", "level 1 'a\\nb' contains the control character U+000A"),
+    ("a\0b", "level 1 'a\\x00b' contains a NUL character"),
+    ("home/+", "level 2 '+' contains an MQTT wildcard '+'"),
+    ("home/#", "level 2 '#' contains an MQTT wildcard '#'"),
+    ("$SYS/x", "level 1 '$SYS' starts with '$'"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "reason"), BAD_PREFIXES)
+def test_bad_topic_prefix_in_toml(tmp_path: pathlib.Path, prefix: str, reason: str) -> None:
+    path = write(tmp_path, "a.toml", f"[mqtt]\ntopic_prefix = {json.dumps(prefix)}\n")
+    err = load_error(config_file=path)
+    assert (err.source, err.key) == (str(path), "mqtt.topic_prefix")
+    assert err.expected == (
+        "one or more topic levels separated by '/', each non-empty, without '+', '#', NUL or "
+        "control characters and without leading or trailing spaces, the first not starting "
+        "with '$'"
+    )
+    assert err.found.startswith(json.dumps(prefix, ensure_ascii=False) + " (")
+    assert reason in err.found
+    assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(("prefix", "reason"), [p for p in BAD_PREFIXES if p[0].strip("\n ")])
+def test_bad_topic_prefix_in_the_environment(prefix: str, reason: str) -> None:
+    if "\0" in prefix:
+        return  # no environment variable can hold a NUL; the TOML test covers it
+    err = load_error(environ={"MQTT__TOPIC_PREFIX": prefix})
+    assert (err.source, err.key, err.variable) == (
+        "environment",
+        "mqtt.topic_prefix",
+        "MQTT__TOPIC_PREFIX",
+    )
+    assert reason in err.found
+
+
+@pytest.mark.parametrize("prefix", ["gas2mqtt", "home/gas", "a b/c", "x$", "a/$b", "Gaszähler"])
+def test_good_topic_prefixes(prefix: str) -> None:
+    assert Settings.load(
+        env_file=None, environ={"MQTT__TOPIC_PREFIX": prefix}
+    ).mqtt.topic_prefix == (prefix)
+
+
+@given(st.text(alphabet=st.sampled_from("ab/ +#$\0\x01\t\u00a0é"), max_size=8))
+def test_settings_accept_exactly_the_prefixes_topics_accepts(prefix: str) -> None:
+    try:
+        validate_prefix(prefix)
+        runtime_accepts = True
+    except ValueError:
+        runtime_accepts = False
+    try:
+        MqttSettings(topic_prefix=prefix).validate()
+        settings_accept = True
+    except ConfigError as err:
+        assert err.key == "topic_prefix"
+        settings_accept = False
+    assert settings_accept is runtime_accepts
+
+
+# --------------------------------------------------------------------------- readable secrets
+
+
+def chmod(path: pathlib.Path, mode: int) -> pathlib.Path:
+    path.chmod(mode)
+    return path
+
+
+def test_world_readable_config_file_with_a_password_warns_once(tmp_path: pathlib.Path) -> None:
+    text = '[mqtt]\nusername = "u"\npassword = "pw-6a6a"\n'
+    path = chmod(write(tmp_path, "agent.toml", text), 0o644)
+    s = Settings.load(config_file=path, env_file=None, environ={})
+    (warning,) = s.load_warnings()
+    assert warning == (
+        f"{path} holds mqtt.password and other users can read it (mode 0644): run "
+        f"chmod 0640 {path} if its group is the service's (e.g. root:agent), "
+        f"else chmod 0600 {path}"
+    )
+    assert "pw-6a6a" not in warning
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o660, 0o400], ids=oct)
+def test_a_file_others_cannot_read_does_not_warn(tmp_path: pathlib.Path, mode: int) -> None:
+    text = '[mqtt]\nusername = "u"\npassword = "pw-6b6b"\n'
+    path = chmod(write(tmp_path, "agent.toml", text), mode)
+    s = Settings.load(config_file=path, env_file=None, environ={})
+    assert s.load_warnings() == []
+
+
+def test_world_readable_dotenv_with_a_password_warns(tmp_path: pathlib.Path) -> None:
+    toml = chmod(write(tmp_path, "agent.toml", '[mqtt]\nhost = "h"\n'), 0o644)  # no secret
+    env = chmod(write(tmp_path, "my env", "MQTT__USERNAME=u\nMQTT__PASSWORD=pw-6c6c\n"), 0o604)
+    s = Settings.load(config_file=toml, env_file=env, environ={})
+    (warning,) = s.load_warnings()
+    assert warning.startswith(f"{env} holds mqtt.password and other users can read it (mode 0604)")
+    assert f"chmod 0600 '{env}'" in warning  # quoted for a shell: the name has a space
+
+
+def test_a_password_overridden_elsewhere_still_warns_for_its_file(tmp_path: pathlib.Path) -> None:
+    text = '[mqtt]\nusername = "u"\npassword = "pw-6d6d"\n'
+    path = chmod(write(tmp_path, "agent.toml", text), 0o644)
+    s = Settings.load(config_file=path, env_file=None, environ={"MQTT__PASSWORD": "other"})
+    assert s.mqtt.password == "other"
+    assert len(s.load_warnings()) == 1 and str(path) in s.load_warnings()[0]
+
+
+def test_secrets_from_the_environment_or_empty_do_not_warn(tmp_path: pathlib.Path) -> None:
+    path = chmod(write(tmp_path, "agent.toml", '[mqtt]\nusername = "u"\n'), 0o644)
+    environ = {"MQTT__PASSWORD": "pw-6e6e"}
+    assert Settings.load(config_file=path, env_file=None, environ=environ).load_warnings() == []
+    env = chmod(write(tmp_path, "a.env", "MQTT__PASSWORD=\n"), 0o644)  # clears it
+    assert Settings.load(config_file=path, env_file=env, environ={}).load_warnings() == []
+
+
+def test_world_readable_password_file_warns(tmp_path: pathlib.Path) -> None:
+    secret = chmod(write(tmp_path, "mqtt.pw", "pw-6f6f\n"), 0o644)
+    environ = {"MQTT__USERNAME": "u", "MQTT__PASSWORD_FILE": str(secret)}
+    s = Settings.load(env_file=None, environ=environ)
+    (warning,) = s.load_warnings()
+    assert warning == (
+        f"{secret} (mqtt.password_file) holds a secret and other users can read it "
+        f"(mode 0644): run chmod 0640 {secret} if its group is the service's "
+        f"(e.g. root:agent), else chmod 0600 {secret}"
+    )
+    assert "pw-6f6f" not in warning
+    chmod(secret, 0o640)
+    assert Settings.load(env_file=None, environ=environ).load_warnings() == []
+
+
+def test_one_warning_per_file_for_own_secret_fields(tmp_path: pathlib.Path) -> None:
+    class Tokens(Settings):
+        api_token: Annotated[str | None, SECRET] = None
+        key_path: Annotated[str | None, SECRET_FILE] = None
+
+    key = chmod(write(tmp_path, "api.key", "k"), 0o666)
+    text = f'api_token = "t-7a7a"\nkey_path = "{key}"\n[mqtt]\nusername = "u"\npassword = "p"\n'
+    path = chmod(write(tmp_path, "agent.toml", text), 0o644)
+    warnings = Tokens.load(config_file=path, env_file=None, environ={}).load_warnings()
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"{path} holds api_token, mqtt.password and other users")
+    assert warnings[1].startswith(f"{key} (key_path) holds a secret and other users can read it")
+
+
+def test_load_warnings_is_empty_in_code_and_a_copy(tmp_path: pathlib.Path) -> None:
+    assert Settings().load_warnings() == []
+    path = chmod(write(tmp_path, "a.toml", '[mqtt]\nusername = "u"\npassword = "p"\n'), 0o644)
+    s = Settings.load(config_file=path, env_file=None, environ={})
+    s.load_warnings().clear()
+    assert len(s.load_warnings()) == 1
+    assert "_load_warnings" not in s.to_dict()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.topics import Topics, validate_name, validate_prefix, validate_sub_topic
+from agent.topics import Topics, prefix_problem, validate_name, validate_prefix, validate_sub_topic
 
 # -- validate_name -------------------------------------------------------------------------
 
@@ -74,16 +74,36 @@ def test_validate_name_accepts_exactly_the_safe_names(name: str) -> None:
 # -- prefixes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefix", ["gas2mqtt", "home/gas", "a/b/c"])
+@pytest.mark.parametrize("prefix", ["gas2mqtt", "home/gas", "a/b/c", "a/$b", "x$", "a b/c"])
 def test_valid_prefixes(prefix: str) -> None:
     assert validate_prefix(prefix) == prefix
     assert Topics(prefix).prefix == prefix
 
 
-@pytest.mark.parametrize("prefix", ["", "/home", "home/", "a//b", "home/+", "ho#me", "a\nb"])
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "/home", "home/", "a//b", "home/+", "ho#me", "a\nb", "a/ b", " a", "a ", "$SYS", "$x/y"],
+)
 def test_invalid_prefixes(prefix: str) -> None:
     with pytest.raises(ValueError, match="invalid topic prefix"):
         Topics(prefix)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "reason"),
+    [
+        ("a//b", "level 2 '' is empty"),
+        ("home/ gas", "level 2 ' gas' has leading or trailing whitespace"),
+        ("a\x01", "level 1 'a\\x01' contains the control character U+0001"),
+        ("$SYS/gas", "level 1 '$SYS' starts with '$', which is reserved for broker topics"),
+    ],
+)
+def test_invalid_prefix_message_names_the_level_and_why(prefix: str, reason: str) -> None:
+    assert prefix_problem(prefix) is not None
+    assert prefix_problem(prefix).startswith(reason)  # type: ignore[union-attr]
+    with pytest.raises(ValueError) as info:
+        validate_prefix(prefix)
+    assert str(info.value) == f"invalid topic prefix {prefix!r}: {prefix_problem(prefix)}"
 
 
 def test_topics_is_frozen() -> None:

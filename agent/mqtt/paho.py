@@ -9,14 +9,23 @@ How it behaves:
 * ``start()`` returns at once. paho's own network thread (renamed ``mqtt-network``)
   connects in the background and retries forever with capped exponential backoff, also
   when the broker is down, the host name does not resolve or the network is not up yet.
-* While disconnected, ``publish()`` keeps the *latest* message per topic in a bounded
-  buffer (oldest topic dropped first) instead of letting paho's unbounded queue grow.
-  After a reconnect: subscriptions are restored, the connect callbacks run, then the buffer
-  goes out in order. Only then do publishes go straight to paho again, so nothing sent
-  later can overtake something older.
+* ``publish()`` never blocks and never hands paho more than :data:`WINDOW` messages at a
+  time (QoS 1 messages not yet acknowledged, QoS 0 ones not yet written). Everything else
+  waits in a bounded :class:`~agent.mqtt.outbox.Outbox`: retained messages (states,
+  availability, heartbeat) latest-per-topic and always first, other messages (error
+  reports, events) in order behind them. So memory stays bounded whatever a flood does,
+  and an error storm can never delay or push out a state (ADR-006). As the broker
+  acknowledges, the next messages are handed over, on the network thread.
+* While disconnected the outbox simply keeps filling (within its bounds). After a
+  reconnect: subscriptions are restored, the connect callbacks run, then the outbox drains.
 * paho re-sends QoS 1 messages that were unacknowledged when the link died *after* our
   connect handler returns. A newer message for the same topic is therefore held back until
   the old one is acknowledged, so the broker never ends up retaining the stale one.
+* Every failed connection attempt is logged with its reason (the first of each distinct
+  reason at WARNING, repeats at INFO on the 2nd, 4th, 8th... time, all at DEBUG), also when
+  the link drops after the TLS handshake but before the broker's CONNACK (e.g. a broker that
+  requires a client certificate). paho 1.6 lets TLS and timeout errors on a socket end its
+  network thread; they are turned into the connection errors it handles (reconnect).
 * Callbacks registered by the runtime run on the network thread and must be quick; any
   exception they raise is logged and never reaches paho.
 """
@@ -30,7 +39,6 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +46,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import settings as agent_settings
+from agent.mqtt.outbox import Outbox, Outgoing
 from agent.mqtt.port import ConnectCallback, MessageCallback, WillConfig
 from agent.settings import MqttSettings
 
@@ -51,30 +60,31 @@ SESSION_EXPIRY_SECONDS = 3600
 
 NETWORK_THREAD_NAME = "mqtt-network"
 
+WINDOW = 20
+"""At most this many messages are in paho's hands at once (paho's own in-flight limit for
+QoS 1, and mosquitto's default receive maximum), so paho's queue never grows."""
+
 _EARLY_ACK_LIMIT = 1024
-
-
-@dataclass(frozen=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
 
 
 class _PahoClient(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed.
 
-    paho's ``on_connect_fail`` callback does not say why; wrapping the public
-    ``reconnect()`` (which the network loop calls for every attempt) gives us the
-    exception text to log, e.g. a DNS failure or a certificate that did not verify.
-    It is also the hook that re-reads a rotated password before each attempt.
+    paho's ``on_connect_fail`` callback does not say why, and a link that drops before the
+    CONNACK reaches ``on_disconnect`` with a bare "connection lost". Wrapping the public
+    ``reconnect()`` (which the network loop calls for every attempt) and the socket calls
+    keeps the exception text to log, e.g. a DNS failure, a certificate that did not verify
+    or a TLS alert from a broker that wants a client certificate. ``reconnect()`` is also
+    the hook that re-reads a rotated password before each attempt.
     """
 
     last_connect_error: BaseException | None = None
+    last_io_error: BaseException | None = None
     before_connect: Callable[[], None] | None = None
 
     def reconnect(self) -> Any:
+        self.last_connect_error = None
+        self.last_io_error = None
         if self.before_connect is not None:
             self.before_connect()
         try:
@@ -82,6 +92,111 @@ class _PahoClient(mqtt.Client):
         except Exception as exc:
             self.last_connect_error = exc
             raise
+
+    def _sock_recv(self, bufsize: int) -> Any:
+        try:
+            return super()._sock_recv(bufsize)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise self._as_connection_error(exc) from exc
+
+    def _sock_send(self, buf: Any) -> Any:
+        try:
+            return super()._sock_send(buf)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise self._as_connection_error(exc) from exc
+
+    def _as_connection_error(self, exc: OSError) -> ConnectionError:
+        # paho 1.6 handles only ConnectionError here: an ssl.SSLError (a TLS alert) or a
+        # TimeoutError (a cut network) would end its network thread for good.
+        self.last_io_error = exc
+        if isinstance(exc, ConnectionError):
+            return exc
+        return ConnectionAbortedError(f"{type(exc).__name__}: {exc}")
+
+
+_HINTS = (
+    ("CERTIFICATE_REQUIRED", "the broker requires a client certificate: set mqtt.cert_file "
+     "and mqtt.key_file"),
+    ("CERTIFICATE_VERIFY_FAILED", "the broker's certificate did not verify: check mqtt.ca_file "
+     "and that mqtt.host matches the certificate"),
+    ("WRONG_VERSION_NUMBER", "is this port speaking TLS? check mqtt.port and mqtt.tls"),
+    ("not authori", "check mqtt.username and the password"),
+    ("bad user name or password", "check mqtt.username and the password"),
+    ("Connection refused", "is the broker running and listening on this port?"),
+    ("Name or service not known", "check mqtt.host"),
+    ("Temporary failure in name resolution", "no DNS yet, or check mqtt.host"),
+)  # fmt: skip
+
+
+def _with_hint(reason: str) -> str:
+    for needle, hint in _HINTS:
+        if needle.lower() in reason.lower():
+            return f"{reason} — {hint}"
+    return reason
+
+
+def _describe(error: BaseException | None, fallback: str) -> str:
+    if error is None:
+        return fallback
+    return f"{type(error).__name__}: {error}"
+
+
+class _AttemptLog:
+    """Logs failed connection attempts: every one at DEBUG, the first of each distinct
+    reason at WARNING, a repeat at INFO on its 2nd, 4th, 8th... occurrence.
+
+    A user must be able to see why the agent never connects without a log that grows by a
+    line per retry for weeks. One attempt can fail through several callbacks (a refused
+    CONNACK is followed by a disconnect): only its first report counts.
+    """
+
+    def __init__(self, address: str, max_delay: float) -> None:
+        self._address = address
+        self._max_delay = max_delay
+        self._reasons: Counter[str] = Counter()
+        self.failed = 0
+        self._open = False
+
+    def begin(self) -> None:
+        self._open = True
+
+    def fail(self, reason: str) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self.failed += 1
+        self._reasons[reason] += 1
+        seen = self._reasons[reason]
+        if seen == 1:
+            logger.warning(
+                "MQTT cannot connect to %s: %s; retrying with backoff up to %.0f s",
+                self._address,
+                _with_hint(reason),
+                self._max_delay,
+            )
+        elif seen & (seen - 1) == 0:
+            logger.info(
+                "MQTT still cannot connect to %s after %d attempts: %s (%d times)",
+                self._address,
+                self.failed,
+                reason,
+                seen,
+            )
+        else:
+            logger.debug(
+                "MQTT connect attempt %d to %s failed: %s", self.failed, self._address, reason
+            )
+
+    def succeeded(self) -> int:
+        """Forget the failures (the next outage starts afresh); returns how many there were."""
+        failed, self.failed = self.failed, 0
+        self._reasons.clear()
+        self._open = False
+        return failed
 
 
 def _code(rc: Any) -> int:
@@ -188,25 +303,26 @@ class MqttClient:
         self._started = False
         self._stopping = False
         self._session_up = False  # CONNACK accepted, connect handling may still run
-        self._connected = False  # handling done: publishes go straight to paho
+        self._connected = False  # handling done: the outbox may drain into paho
         self._subscriptions: dict[str, int] = {}
         self._message_callbacks: tuple[MessageCallback, ...] = ()
         self._connect_callbacks: tuple[ConnectCallback, ...] = ()
-        self._buffer: OrderedDict[str, _Outgoing] = OrderedDict()
+        self._outbox = Outbox(settings.offline_buffer_size)
         self._dropped = 0
-        self._pending: dict[int, _Outgoing] = {}  # mid -> message handed to paho, not acked
+        self._pending: dict[int, Outgoing] = {}  # mid -> message in paho's hands
+        self._handing = 0  # messages being handed to paho right now (mid not known yet)
+        self._pumping = False  # one thread at a time moves the outbox into paho
         self._early_acks: OrderedDict[int, None] = OrderedDict()
         self._stale: dict[int, str] = {}  # unacked mids from an earlier connection -> topic
-        self._stale_topics: Counter[str] = Counter()
-        self._held: dict[str, _Outgoing | None] = {}  # topic -> newer message waiting
-        self._failed_attempts = 0
+        self._stale_topics: Counter[str] = Counter()  # held: nothing newer may overtake
+        self._attempts = _AttemptLog(self._address, settings.reconnect_max_delay)
 
     # -- ports ---------------------------------------------------------------------------
 
     def publish(
         self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1
     ) -> None:
-        """Publish now if connected, else keep the latest message for ``topic``."""
+        """Queue ``payload`` for ``topic`` and hand it to paho as soon as the window allows."""
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         _validate_topic(topic)
         if qos not in (0, 1, 2):
@@ -216,12 +332,21 @@ class MqttClient:
                 f"payload for {topic} is {len(data)} bytes, over max_payload_bytes="
                 f"{self._settings.max_payload_bytes}"
             )
-        message = _Outgoing(topic, data, qos, bool(retain))
         with self._cond:
-            if not self._connected or topic in self._held:
-                self._enqueue(message)
-                return
-        self._send(message)
+            dropped = self._outbox.put(Outgoing(topic, data, qos, bool(retain)))
+            if dropped is not None:
+                self._dropped += 1
+                count = self._dropped
+        if dropped is not None and (count == 1 or count % 100 == 0):
+            logger.warning(
+                "MQTT outbox full (%d retained topics or %d other messages waiting): dropped "
+                "the oldest (on %s), %d dropped so far",
+                self._settings.offline_buffer_size,
+                self._settings.offline_buffer_size,
+                dropped.topic,
+                count,
+            )
+        self._pump()
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now if connected; always restored after every reconnect."""
@@ -321,7 +446,7 @@ class MqttClient:
         if stopper.is_alive():
             logger.warning("MQTT network thread did not stop within %.1f s", timeout)
         with self._cond:
-            left = len(self._buffer) + sum(1 for m in self._held.values() if m is not None)
+            left = len(self._outbox)
             self._connected = False
             self._session_up = False
         if left:
@@ -351,11 +476,19 @@ class MqttClient:
             client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
         if s.username:
             client.username_pw_set(s.username, _resolve_password(s))
-            client.before_connect = self._refresh_credentials
         if s.tls:
             client.tls_set_context(_tls_context(s))
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)
+        client.max_inflight_messages_set(WINDOW)
+        client.before_connect = self._before_attempt
         return client
+
+    def _before_attempt(self) -> None:
+        """Runs on the network thread before every connection attempt."""
+        with self._cond:
+            self._attempts.begin()
+        if self._settings.username:
+            self._refresh_credentials()
 
     def _refresh_credentials(self) -> None:
         # On the network thread: an exception here would kill it, so keep the old password.
@@ -377,48 +510,32 @@ class MqttClient:
             logger.debug("MQTT: could not set TCP_NODELAY: %s", exc)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        with self._cond:
-            self._failed_attempts += 1
-            attempts = self._failed_attempts
         error = getattr(client, "last_connect_error", None)
-        reason = f"{type(error).__name__}: {error}" if error else "unknown error"
-        # The first failure is news; the retries after it would flood the log.
-        if attempts == 1:
-            logger.warning(
-                "MQTT cannot connect to %s (%s); retrying with backoff up to %.0f s",
-                self._address,
-                reason,
-                self._settings.reconnect_max_delay,
-            )
-        elif attempts & (attempts - 1) == 0:
-            logger.info(
-                "MQTT still cannot connect to %s after %d attempts (%s)",
-                self._address,
-                attempts,
-                reason,
-            )
-        else:
-            logger.debug(
-                "MQTT connect attempt %d to %s failed (%s)", attempts, self._address, reason
-            )
+        with self._cond:
+            self._attempts.fail(_describe(error, "unknown error"))
 
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None
     ) -> None:
         if _code(rc) != 0:
             # paho closes the link and retries with backoff.
-            logger.warning(
-                "MQTT broker %s refused the connection: %s", self._address, _connack_text(rc)
-            )
+            with self._cond:
+                self._attempts.fail(f"the broker refused the connection: {_connack_text(rc)}")
             return
         with self._cond:
             self._session_up = True
             topics = dict(self._subscriptions)
-            # paho re-sends these after this handler returns; see _drain().
+            # paho re-sends these after this handler returns; see _next_locked().
             self._stale = {mid: m.topic for mid, m in self._pending.items() if m.qos > 0}
             self._stale_topics = Counter(self._stale.values())
             callbacks = self._connect_callbacks
-            attempts, self._failed_attempts = self._failed_attempts, 0
+            attempts = self._attempts.succeeded()
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            logger.warning(
+                "MQTT: %d message(s) were dropped from the full outbox since the last connection",
+                dropped,
+            )
         logger.info(
             "MQTT connected to %s (session present: %s%s)",
             self._address,
@@ -432,7 +549,11 @@ class MqttClient:
                 callback()
             except Exception:
                 logger.exception("MQTT connect callback %r failed", callback)
-        self._drain()
+        with self._cond:
+            if self._session_up:
+                self._connected = True
+                self._cond.notify_all()
+        self._pump()
 
     def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
         # 1.6: (rc) or (rc, properties); 2.x VERSION2: (flags, reason_code, properties).
@@ -441,13 +562,16 @@ class MqttClient:
             was_up = self._session_up
             self._connected = False
             self._session_up = False
-            held = [m for m in self._held.values() if m is not None]
-            self._held.clear()
-            for message in held:
-                self._enqueue(message)
             # paho drops unsent QoS 0 packets on reconnect and never acks them.
             self._pending = {mid: m for mid, m in self._pending.items() if m.qos > 0}
             stopping = self._stopping
+            if not was_up and not stopping:
+                # The link dropped after TCP (and TLS) but before the CONNACK.
+                error = getattr(client, "last_io_error", None)
+                self._attempts.fail(
+                    _describe(error, f"connection closed before the broker's CONNACK "
+                              f"({_disconnect_text(rc)})")
+                )  # fmt: skip
             self._cond.notify_all()
         if stopping:
             logger.info("MQTT disconnected from %s", self._address)
@@ -475,10 +599,9 @@ class MqttClient:
                 logger.exception("MQTT message callback failed for topic %s", topic)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
-        release = None
         with self._cond:
             if self._pending.pop(mid, None) is None:
-                # The ack beat _send() to recording the mid (paho's known race).
+                # The ack beat _hand_over() to recording the mid (paho's known race).
                 self._early_acks[mid] = None
                 if len(self._early_acks) > _EARLY_ACK_LIMIT:
                     self._early_acks.popitem(last=False)
@@ -487,108 +610,95 @@ class MqttClient:
                 self._stale_topics[topic] -= 1
                 if self._stale_topics[topic] <= 0:
                     del self._stale_topics[topic]
-                    if topic in self._held:
-                        release = topic
             self._cond.notify_all()
-        if release is not None:
-            self._release(release)
+        self._pump()  # a slot in the window is free
 
-    # -- outbound bookkeeping ----------------------------------------------------------
+    # -- outbound flow -------------------------------------------------------------------
 
-    def _send(self, message: _Outgoing) -> None:
-        """Hand ``message`` to paho. Never called with ``self._cond`` held."""
-        client = self._paho
-        if client is None:
-            return
-        info = client.publish(message.topic, message.payload, message.qos, message.retain)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS or (
-            info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0
-        ):
-            # On NO_CONN paho keeps a QoS>0 message in its session and re-sends it after
-            # the reconnect; buffering it as well would send it twice.
+    def _pump(self) -> None:
+        """Move messages from the outbox into paho while the window has room.
+
+        Called by every publisher and, as acks free the window, on the network thread. Only
+        one thread pumps at a time — the others just leave their message in the outbox for
+        it — so messages reach paho in outbox order without holding our lock while calling
+        paho. The flag is cleared under the same lock that ``_next_locked`` checks, so a
+        message queued while the pumper is finishing is never stranded.
+        """
+        with self._cond:
+            if self._pumping:
+                return
+            self._pumping = True
+        try:
+            while True:
+                with self._cond:
+                    message = self._next_locked()
+                    if message is None:
+                        self._pumping = False
+                        self._cond.notify_all()
+                        return
+                if not self._hand_over(message):
+                    with self._cond:
+                        self._pumping = False
+                        self._cond.notify_all()
+                    return
+        except BaseException:
             with self._cond:
+                self._pumping = False
+                self._cond.notify_all()
+            raise
+
+    def _next_locked(self) -> Outgoing | None:
+        """The next message paho may take now, reserving its window slot; caller holds the
+        lock."""
+        if not self._connected or self._paho is None:
+            return None
+        if len(self._pending) + self._handing >= WINDOW:
+            return None
+        message = self._outbox.take(held=self._stale_topics)
+        if message is not None:
+            self._handing += 1
+        return message
+
+    def _hand_over(self, message: Outgoing) -> bool:
+        """Give ``message`` to paho; False when paho has no connection (stop pumping: the
+        reconnect will pump again). Never called with ``self._cond`` held."""
+        client = self._paho
+        failure = None
+        linked = True
+        info = None
+        try:
+            assert client is not None
+            info = client.publish(message.topic, message.payload, message.qos, message.retain)
+        except Exception as exc:  # paho refused it outright: report, never kill the caller
+            failure = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            self._handing -= 1
+            if info is not None and (
+                info.rc == mqtt.MQTT_ERR_SUCCESS
+                or (info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0)
+            ):
+                # On NO_CONN paho keeps a QoS>0 message in its session and re-sends it after
+                # the reconnect; queueing it again would send it twice.
                 if info.mid in self._early_acks:
                     del self._early_acks[info.mid]
                 else:
                     self._pending[info.mid] = message
-        elif info.rc == mqtt.MQTT_ERR_NO_CONN:
-            with self._cond:  # the link dropped between our check and paho's
-                self._enqueue(message)
-        else:
-            logger.warning(
-                "MQTT publish to %s failed: %s", message.topic, mqtt.error_string(info.rc)
-            )
-
-    def _enqueue(self, message: _Outgoing) -> None:
-        """Keep the latest message per topic while offline. Caller holds ``self._cond``."""
-        if self._connected and message.topic in self._held:
-            self._held[message.topic] = message
-            return
-        if message.topic in self._buffer:
-            self._buffer[message.topic] = message
-            self._buffer.move_to_end(message.topic)
-            return
-        if len(self._buffer) >= max(0, self._settings.offline_buffer_size):
-            self._dropped += 1
-            if self._buffer:
-                self._buffer.popitem(last=False)
-            else:
-                return
-            if self._dropped == 1 or self._dropped % 100 == 0:
-                logger.warning(
-                    "MQTT offline buffer full (%d topics): dropped the oldest, %d dropped so far",
-                    self._settings.offline_buffer_size,
-                    self._dropped,
-                )
-        self._buffer[message.topic] = message
-
-    def _drain(self) -> None:
-        """Send the offline buffer in order, then switch to direct publishing.
-
-        Runs on the network thread. Publishes made meanwhile (by connect callbacks or
-        other threads) land in the buffer and are picked up by the next round, so order
-        is kept without holding the lock while calling paho.
-        """
-        while True:
-            batch: list[_Outgoing] = []
-            with self._cond:
-                if not self._session_up:
-                    return
-                if not self._buffer:
-                    self._connected = True
-                    dropped, self._dropped = self._dropped, 0
-                    self._cond.notify_all()
-                    break
-                while self._buffer:
-                    _, message = self._buffer.popitem(last=False)
-                    if self._stale_topics.get(message.topic):
-                        self._held[message.topic] = message  # wait for the older ack
-                    else:
-                        batch.append(message)
-            for message in batch:
-                self._send(message)
-        if dropped:
-            logger.warning("MQTT: %d buffered messages were dropped while offline", dropped)
-
-    def _release(self, topic: str) -> None:
-        """Send the newest held message for ``topic`` now that older ones are acked."""
-        while True:
-            with self._cond:
-                message = self._held.get(topic)
-                if message is None:
-                    # Nothing newer arrived while we were sending: stop holding the topic.
-                    self._held.pop(topic, None)
-                    self._cond.notify_all()
-                    return
-                # Keep the topic marked so a concurrent publish queues behind this one.
-                self._held[topic] = None
-            self._send(message)
+            elif info is not None and info.rc == mqtt.MQTT_ERR_NO_CONN:
+                self._outbox.put_back(message)  # the link dropped between our check and paho's
+                linked = False
+            elif info is not None:
+                failure = mqtt.error_string(info.rc)
+            self._cond.notify_all()
+        if failure is not None:
+            logger.warning("MQTT publish to %s failed: %s", message.topic, failure)
+        return linked
 
     def _all_acked(self) -> bool:
         if self._session_up and not self._connected:
-            return False  # _drain() is handing the buffer to paho right now
+            return False  # connect handling is under way; the outbox drains right after
         return (
-            not self._held  # includes topics whose held message is being sent
+            not self._pumping
+            and self._handing == 0
             and not any(m.qos > 0 for m in self._pending.values())
-            and not any(m.qos > 0 for m in self._buffer.values())
+            and not self._outbox.has_acknowledged()
         )

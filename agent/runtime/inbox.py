@@ -48,6 +48,11 @@ class Inbox:
         self.skipped_ticks = 0
 
     @property
+    def capacity(self) -> int:
+        """How many commands may wait."""
+        return self._capacity
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

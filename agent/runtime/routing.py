@@ -1,9 +1,14 @@
 """Inbound routing: command topic → the device's inbox. Runs on paho's network thread.
 
 Everything here is quick and never blocks: parse the topic, check the payload, put a
-``Command`` into a bounded inbox. Bad input (retained commands, oversized or non-UTF-8
-payloads, unknown devices, a full queue) is reported — log and error payload — and dropped;
-the devices keep serving.
+``Command`` into a bounded inbox. Bad input (oversized or non-UTF-8 payloads, unknown
+devices, a full queue) is reported through the :class:`~agent.runtime.reporting.Reporter`
+— log and error payload, at a bounded rate — and dropped; the devices keep serving.
+
+Two kinds of message are not commands and are ignored without an error report: a
+*retained* one (it would replay at every reconnect: a warning says how to clear it), and an
+*empty* one — which is exactly what clearing a retained command looks like, since the broker
+forwards the empty retained publish to current subscribers as a live message (DEBUG log).
 
 Three wildcard subscriptions cover every command topic (``{prefix}/set``, ``{prefix}/+/set``,
 ``{prefix}/+/+/set``). They never overlap, so the broker delivers each message once, and the
@@ -13,19 +18,16 @@ routing by name happens here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.clock import ClockPort
 from agent.context import Command
 from agent.errors import CommandQueueFull, InvalidPayload, PayloadTooLarge
 from agent.runtime.inbox import Inbox
+from agent.runtime.reporting import Reporter
 from agent.topics import Topics
 
 log = logging.getLogger("agent.routing")
-
-Report = Callable[[BaseException, "str | None", bool, dict[str, object]], None]
-"""(error, device, is_root, details) → publish and log it."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,14 @@ class Router:
         topics: Topics,
         routes: list[Route],
         *,
-        report: Report,
+        reporter: Reporter,
         clock: ClockPort,
         max_payload_bytes: int,
     ) -> None:
         self._topics = topics
         self._named = {r.name: r for r in routes if not r.is_root}
         self._root = next((r for r in routes if r.is_root), None)
-        self._report = report
+        self._reporter = reporter
         self._clock = clock
         self._max = max_payload_bytes
 
@@ -70,12 +72,24 @@ class Router:
         return None, None
 
     def _reject(
-        self, error: BaseException, route: Route | None, details: dict[str, object]
+        self,
+        error: BaseException,
+        route: Route | None,
+        details: dict[str, object],
+        *,
+        count_key: str | None = None,
     ) -> None:
-        """Log one line and publish the error payload; the message is dropped."""
-        log.warning("rejected a command on %s: %s", details.get("topic", "?"), error)
+        """Report the rejected message (rate-limited); the message is dropped."""
         name, is_root = (route.name, route.is_root) if route is not None else (None, False)
-        self._report(error, name, is_root, details)
+        self._reporter.report(
+            error,
+            device=name,
+            is_root=is_root,
+            details=details,
+            log=log,
+            message=f"rejected a command on {details.get('topic', '?')}: {error}",
+            count_key=count_key,
+        )
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self._topics.parse_command(topic)
@@ -89,6 +103,9 @@ class Router:
                 "retained message)",
                 topic,
             )
+            return
+        if not payload:
+            log.debug("ignored an empty message on %s: an empty payload is not a command", topic)
             return
         if route is None:
             self._reject(
@@ -128,9 +145,10 @@ class Router:
         if isinstance(dropped, Command):
             self._reject(
                 CommandQueueFull(
-                    f"command queue of {route.name!r} is full: dropped the oldest pending "
-                    f"command (on {dropped.topic})"
+                    f"command queue of {route.name!r} is full ({route.inbox.capacity} "
+                    "pending): the oldest pending commands are dropped to make room"
                 ),
                 route,
                 {"topic": topic, "dropped_topic": dropped.topic},
+                count_key="dropped",
             )

@@ -26,9 +26,10 @@ from agent.errors import ErrorPublisher
 from agent.health import HealthReporter, build_will_config
 from agent.injection import call_with_injection
 from agent.runtime.inbox import Inbox
+from agent.runtime.reporting import REPORT_INTERVAL, Reporter
 from agent.runtime.routing import Route, Router
 from agent.runtime.scheduler import Scheduler
-from agent.runtime.worker import Worker, log_handler_failure
+from agent.runtime.worker import Worker, report_handler_failure
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -68,19 +69,12 @@ class Runtime:
         self.mqtt = mqtt
         self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
         self.errors = ErrorPublisher(mqtt, self.prefix, dict(app.error_type_map))
+        self.reporter = Reporter(self.errors, self.clock)
         self.states = StateCache()
         self.scheduler = Scheduler(self.clock)
         self.workers: list[Worker] = []
         self._stack = contextlib.ExitStack()
         self._started_mqtt = False
-
-    # -- reporting ------------------------------------------------------------------------
-
-    def report(
-        self, error: BaseException, device: str | None, is_root: bool, details: dict[str, object]
-    ) -> None:
-        """Publish an error payload (the caller has logged what it wants to log)."""
-        self.errors.publish(error, device=device, is_root=is_root, details=details)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -111,6 +105,7 @@ class Runtime:
             self.scheduler.every(
                 app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
             )
+        self.scheduler.every(REPORT_INTERVAL, self.reporter.flush, name="error-reports")
         self.scheduler.start()
         log.info(
             "%s %s started: %d device(s), prefix %r",
@@ -150,7 +145,9 @@ class Runtime:
                 logging.Logger: logging.getLogger(f"agent.device.{reg.name}"),
             }
             self.workers.append(
-                Worker(reg, ctx, inbox, device_providers, health=self.health, report=self.report)
+                Worker(
+                    reg, ctx, inbox, device_providers, health=self.health, reporter=self.reporter
+                )
             )
             if reg.accepts_commands:
                 routes.append(Route(reg.name, reg.is_root, inbox))
@@ -161,7 +158,7 @@ class Runtime:
         router = Router(
             self.topics,
             routes,
-            report=self.report,
+            reporter=self.reporter,
             clock=self.clock,
             max_payload_bytes=self.settings.mqtt.max_payload_bytes,
         )
@@ -216,8 +213,7 @@ class Runtime:
 
     def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
         def on_error(exc: BaseException, command: Command) -> None:
-            log_handler_failure(name, exc)
-            self.report(exc, name, is_root, {"topic": command.topic})
+            report_handler_failure(self.reporter, exc, name, is_root, {"topic": command.topic})
 
         return on_error
 
@@ -261,6 +257,7 @@ class Runtime:
             self._stack.close()
         except Exception:
             log.exception("error while exiting the lifespan/adapters")
+        self.reporter.flush(everything=True)  # what was held back must not be lost
         self.health.shutdown()
         if self._started_mqtt:
             if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):

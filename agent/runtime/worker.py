@@ -25,16 +25,29 @@ from agent.context import Command, DeviceContext
 from agent.injection import resolve
 from agent.registry import Registration
 from agent.runtime.inbox import TICK, Inbox
+from agent.runtime.reporting import Reporter
 
 log = logging.getLogger("agent.worker")
 
-Report = Callable[[BaseException, "str | None", bool, dict[str, object]], None]
 
-
-def log_handler_failure(device: str, exc: BaseException) -> None:
-    """One line at WARNING (a rejected payload is routine); the traceback at DEBUG."""
-    log.warning("device %r: handler failed: %s: %s", device, type(exc).__name__, exc)
-    log.debug("device %r: handler traceback", device, exc_info=exc)
+def report_handler_failure(
+    reporter: Reporter,
+    exc: BaseException,
+    device: str,
+    is_root: bool,
+    details: dict[str, object],
+) -> None:
+    """One line at WARNING (a rejected payload is routine), the traceback at DEBUG, and the
+    error payload — at the reporter's bounded rate."""
+    reporter.report(
+        exc,
+        device=device,
+        is_root=is_root,
+        details=details,
+        log=log,
+        message=f"device {device!r}: handler failed: {type(exc).__name__}: {exc}",
+        traceback=True,
+    )
 
 
 class Worker:
@@ -48,14 +61,14 @@ class Worker:
         providers: dict[Any, object],
         *,
         health: Any,
-        report: Report,
+        reporter: Reporter,
     ) -> None:
         self.reg = reg
         self.ctx = ctx
         self.inbox = inbox
         self._providers = providers
         self._health = health
-        self._report = report
+        self._reporter = reporter
         self.thread = threading.Thread(target=self._run, name=f"device:{reg.name}", daemon=True)
 
     @property
@@ -110,8 +123,16 @@ class Worker:
 
     def _fail(self, exc: Exception, phase: str) -> None:
         reg = self.reg
-        log.error("device %r stopped: its %s raised %s", reg.name, phase, exc, exc_info=exc)
-        self._report(exc, reg.name, reg.is_root, {"phase": phase})
+        self._reporter.report(
+            exc,
+            device=reg.name,
+            is_root=reg.is_root,
+            details={"phase": phase},
+            log=log,
+            message=f"device {reg.name!r} stopped: its {phase} raised {type(exc).__name__}: {exc}",
+            level=logging.ERROR,
+            traceback=True,
+        )
         self._health.publish_device_unavailable(reg.name, is_root=reg.is_root)
         self._health.set_device_status(reg.name, "error")  # still listed in the heartbeat
 
@@ -122,8 +143,7 @@ class Worker:
             if result is not None:
                 self.ctx.publish_state(result)
         except Exception as exc:
-            log_handler_failure(self.reg.name, exc)
-            self._report(exc, self.reg.name, self.reg.is_root, details)
+            report_handler_failure(self._reporter, exc, self.reg.name, self.reg.is_root, details)
             self._health.set_device_status(self.reg.name, "error")
         else:
             self._health.set_device_status(self.reg.name, "ok")

@@ -200,21 +200,54 @@ def _describe(tp: Any) -> str:
     return repr(tp)
 
 
-def _show(value: Any, secret: bool = False) -> str:
-    """Quote a found value for an error message; secrets are described, never shown."""
+_SHOWN = 60  # characters of a found value in an error line: enough to recognise it
+
+
+def _show(value: Any, secret: bool = False, limit: int = _SHOWN) -> str:
+    """Quote a found value for an error message; secrets are described, never shown.
+
+    The result is one short line whatever the value: strings are cut to ``limit``
+    characters, numbers too (a TOML integer may have thousands of digits), and lists and
+    tables are named by their kind only, so a huge or deeply nested value is never walked.
+    """
     kind = _kind(value)
     if secret:
         return f"{kind} (value hidden)"
     if isinstance(value, str):
         text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 60 else text[:56] + '..."'
+        return text if len(text) <= limit else text[: limit - 4] + '..."'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        # Beyond sys.get_int_max_str_digits() repr() raises, and well before that the
+        # digits stop helping: the size says what is wrong.
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
     if isinstance(value, (int, float)):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
     if value is None:
         return "nothing"
     return kind
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` as one line of at most ``limit`` characters, for a ConfigError detail."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _exception_text(err: BaseException) -> str:
+    """``"ValueError: message"`` of an unexpected exception, as one short line.
+
+    ``str()`` of an arbitrary exception may itself fail (a broken ``__str__``) or be
+    enormous; neither may stop a configuration error from being reported.
+    """
+    try:
+        message = str(err)
+    except Exception:
+        message = ""
+    name = type(err).__name__
+    return _one_line(f"{name}: {message}" if message else name)
 
 
 def _kind(value: Any) -> str:

@@ -1,10 +1,11 @@
-"""Field metadata: constraints, the secret marker, and what a settings class declares.
+"""Field metadata: constraints, the secret markers, and what a settings class declares.
 
 A field is an annotated class attribute with a default. Its annotation may carry
 ``typing.Annotated`` metadata: :class:`Check` constraints (:func:`between`, :func:`at_least`,
-:func:`greater_than`) and the :data:`SECRET` marker. :func:`_fields` turns a class's
-annotations into :class:`_Field` records once and caches them; the conversion, the
-:class:`~agent.settings.section.Section` base and the sources all work from those records.
+:func:`greater_than`) and the :data:`SECRET` and :data:`SECRET_FILE` markers.
+:func:`_fields` turns a class's annotations into :class:`_Field` records once and caches
+them; the conversion, the :class:`~agent.settings.section.Section` base and the sources all
+work from those records.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
-__all__ = ["SECRET", "Check", "at_least", "between", "greater_than"]
+__all__ = ["SECRET", "SECRET_FILE", "Check", "at_least", "between", "greater_than"]
 
 
 class _SectionBase:
@@ -60,17 +61,33 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-class _SecretMarker:
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
     def __repr__(self) -> str:
-        return "SECRET"
+        return self._name
 
 
-SECRET = _SecretMarker()
+SECRET = _Marker("SECRET")
 """Marks a field as secret: ``password: Annotated[str | None, SECRET] = None``.
 
 Secret values are shown as ``"***"`` by ``repr()`` and ``to_dict()``, never echoed in a
 :class:`ConfigError`, and registered with :func:`agent.logs.register_secret` on load so that
-a log line containing one by mistake shows ``***`` instead."""
+a log line containing one by mistake shows ``***`` instead.
+
+When :meth:`Settings.load <agent.settings.Settings.load>` finds a secret in a TOML or ``.env``
+file that other users may read, it adds a warning to the loaded settings'
+:meth:`~agent.settings.Settings.load_warnings`."""
+
+SECRET_FILE = _Marker("SECRET_FILE")
+"""Marks a field that names a file holding a secret:
+``password_file: Annotated[str | None, SECRET_FILE] = None``.
+
+The path itself is not secret and is shown as usual; but when
+:meth:`Settings.load <agent.settings.Settings.load>` finds that the file it names may be read
+by other users, it adds a warning to the loaded settings'
+:meth:`~agent.settings.Settings.load_warnings`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +98,7 @@ class _Field:
     default: Any
     checks: tuple[Check, ...]
     secret: bool
+    secret_file: bool = False
 
     @property
     def is_section(self) -> bool:
@@ -116,13 +134,15 @@ def _fields(cls: type) -> dict[str, _Field]:
 
 def _make_field(name: str, hint: Any, default: Any) -> _Field:
     checks: list[Check] = []
-    secret = False
+    secret = secret_file = False
     if typing.get_origin(hint) is Annotated:
         for meta in hint.__metadata__:
             if isinstance(meta, Check):
                 checks.append(meta)
             elif meta is SECRET:
                 secret = True
+            elif meta is SECRET_FILE:
+                secret_file = True
         hint = hint.__origin__
     optional = False
     if _is_union(hint):
@@ -131,7 +151,7 @@ def _make_field(name: str, hint: Any, default: Any) -> _Field:
         if len(members) != 1:
             raise TypeError(f"setting {name!r}: unions other than `X | None` are not supported")
         hint = members[0]
-    return _Field(name, hint, optional, default, tuple(checks), secret)
+    return _Field(name, hint, optional, default, tuple(checks), secret, secret_file)
 
 
 def _is_union(hint: Any) -> bool:

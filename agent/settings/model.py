@@ -6,26 +6,30 @@ an application subclasses :class:`Settings` to add its own fields.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import re
-from collections.abc import Mapping
+import shlex
+import stat
+from collections.abc import Iterator, Mapping
 from typing import Annotated, ClassVar, Literal, TypeVar
 
 from agent.logs import register_secret
-from agent.settings.conversion import _Raw
+from agent.settings.conversion import _exception_text, _Raw, _show
 from agent.settings.errors import ConfigError
-from agent.settings.fields import SECRET, at_least, between, greater_than
+from agent.settings.fields import SECRET, SECRET_FILE, at_least, between, greater_than
 from agent.settings.section import Section
-from agent.settings.sources import _read_dotenv, _read_environ, _read_toml
+from agent.settings.sources import _all_paths, _read_dotenv, _read_environ, _read_toml
+from agent.topics import prefix_problem
 
-# Annotated, ClassVar, Literal, SECRET and the checks are used at run time, not only by type
-# checkers: the field annotations below are strings resolved against this module's globals.
+# Annotated, ClassVar, Literal, SECRET, SECRET_FILE and the checks are used at run time, not
+# only by type checkers: the field annotations below are strings resolved against this
+# module's globals.
 
 __all__ = ["LoggingSettings", "MqttSettings", "Settings"]
 
 _S = TypeVar("_S", bound="Settings")
+
+_PATH_SHOWN = 200  # a path is recognised by its end: show more of it than of other values
 
 
 class MqttSettings(Section):
@@ -35,14 +39,18 @@ class MqttSettings(Section):
     TLS with certificate verification always on (against ``ca_file``, or the system CA
     store when it is None); ``cert_file`` and ``key_file`` add a client certificate.
     ``clean_session = false`` (the default) keeps a persistent session, so QoS 1 commands
-    sent while the agent was down are delivered when it comes back.
+    sent while the agent was down are delivered when it comes back. ``topic_prefix`` None
+    means the App's name; a prefix is checked by :func:`agent.topics.validate_prefix`, the
+    rule the topics are built with. ``offline_buffer_size`` bounds what waits to go to the
+    broker (while offline, or while the broker is slower than the agent): that many
+    retained topics (latest value each) and that many other messages (ADR-006).
     """
 
     host: str = "localhost"
     port: Annotated[int, between(1, 65535)] = 1883
     username: str | None = None
     password: Annotated[str | None, SECRET] = None
-    password_file: str | None = None
+    password_file: Annotated[str | None, SECRET_FILE] = None
     client_id: str | None = None
     keepalive: Annotated[int, between(5, 65535)] = 60
     topic_prefix: str | None = None
@@ -75,7 +83,7 @@ class MqttSettings(Section):
             raise ConfigError(
                 key="mqtt.password_file",
                 expected="a readable file holding the password",
-                found=f"{json.dumps(self.password_file)} ({reason})",
+                found=f"{_show(self.password_file, limit=_PATH_SHOWN)} ({reason})",
             ) from None
         secret = text[:-1] if text.endswith("\n") else text
         secret = secret[:-1] if secret.endswith("\r") else secret
@@ -101,13 +109,13 @@ class MqttSettings(Section):
                 raise
         if self.client_id is not None and not self.client_id.strip():
             raise ConfigError(key="client_id", expected="a non-empty string", found='""')
-        if self.topic_prefix is not None and (
-            not self.topic_prefix or re.search(r"[+#\x00]", self.topic_prefix)
-        ):
+        # The runtime's Topics applies the same rule: what passes here runs.
+        problem = None if self.topic_prefix is None else prefix_problem(self.topic_prefix)
+        if problem is not None:
             raise ConfigError(
                 key="topic_prefix",
-                expected="a topic without wildcards (+, #)",
-                found=json.dumps(self.topic_prefix),
+                expected=_PREFIX_RULE,
+                found=f"{_show(self.topic_prefix)} ({problem})",
             )
         if self.reconnect_min_delay > self.reconnect_max_delay:
             raise ConfigError(
@@ -131,8 +139,18 @@ class MqttSettings(Section):
                 )
             if not os.access(value, os.R_OK):
                 raise ConfigError(
-                    key=name, expected="a readable file", found=f"{json.dumps(value)} (missing)"
+                    key=name,
+                    expected="a readable file",
+                    found=f"{_show(value, limit=_PATH_SHOWN)} (missing)",
                 )
+
+
+# What agent.topics.validate_prefix accepts, said for a person editing a config file.
+_PREFIX_RULE = (
+    "one or more topic levels separated by '/', each non-empty, without '+', '#', NUL or "
+    "control characters and without leading or trailing spaces, the first not starting "
+    "with '$'"
+)
 
 
 _LEVELS = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -167,6 +185,9 @@ class Settings(Section):
     mqtt: MqttSettings = MqttSettings()
     logging: LoggingSettings = LoggingSettings()
 
+    # Filled in by load(); a leading underscore keeps it out of the fields.
+    _load_warnings: tuple[str, ...] = ()
+
     @classmethod
     def load(
         cls: type[_S],
@@ -182,16 +203,46 @@ class Settings(Section):
         in the working directory is fine (it is only the default); any other file that is
         named but missing is an error.
 
+        Problems that should not stop the program (a password in a file other users can
+        read) are kept for :meth:`load_warnings`.
+
         Raises:
-            ConfigError: the first problem found, as one line naming source and key.
+            ConfigError: the first problem found, as one line naming source and key. It is
+                the only exception: whatever else goes wrong while reading, converting or
+                validating (a ``validate()`` hook that crashes, a file the TOML parser
+                chokes on) is reported as a ConfigError too, the original exception
+                chained as its ``__cause__``.
         """
-        layers: dict[tuple[str, ...], _Raw] = {}
+        try:
+            return cls._load(config_file, env_file, environ)
+        except ConfigError:
+            raise
+        except Exception as err:
+            # A safety net: every known failure is a ConfigError already. Whatever this is,
+            # the program was asked to start from these sources; name the main one.
+            source = str(config_file) if config_file is not None else "settings"
+            raise ConfigError(
+                source=source, detail=f"cannot load the settings: {_exception_text(err)}"
+            ) from err
+
+    @classmethod
+    def _load(
+        cls: type[_S],
+        config_file: str | os.PathLike[str] | None,
+        env_file: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None,
+    ) -> _S:
+        files: list[tuple[pathlib.Path, dict[tuple[str, ...], _Raw]]] = []
         if config_file is not None:
-            layers.update(_read_toml(cls, pathlib.Path(config_file)))
+            config_path = pathlib.Path(config_file)
+            files.append((config_path, _read_toml(cls, config_path)))
         if env_file is not None:
             env_path = pathlib.Path(env_file)
             if str(env_file) != ".env" or env_path.exists():
-                layers.update(_read_dotenv(cls, env_path))
+                files.append((env_path, _read_dotenv(cls, env_path)))
+        layers: dict[tuple[str, ...], _Raw] = {}
+        for _file, values in files:
+            layers.update(values)
         layers.update(_read_environ(cls, os.environ if environ is None else environ))
         settings = cls._from_layers(layers, ())
         try:
@@ -203,19 +254,82 @@ class Settings(Section):
         for _path, spec, value in settings._walk():
             if spec.secret and isinstance(value, str):
                 register_secret(value)
+        settings._load_warnings = tuple(_exposed_secrets(settings, files))
         return settings
+
+    def load_warnings(self) -> list[str]:
+        """What :meth:`load` found worth a warning but not worth refusing to start, one
+        line each (empty for settings built in code).
+
+        Today that is a secret other users can read: a :data:`~agent.settings.SECRET`
+        field (``mqtt.password``) set in the TOML or ``.env`` file, or the file named by a
+        :data:`~agent.settings.SECRET_FILE` field (``mqtt.password_file``), when that file's
+        mode lets "others" read it (``mode & 0o004``; the folders above it are not
+        examined). Each line names the file and the ``chmod`` that fixes it, never the
+        secret; one line per file. Group-readable is fine: ``0640`` with the service's
+        group is the recommended mode.
+
+        :meth:`App.run <agent.App.run>` logs each at WARNING once, right after logging is
+        configured; a program that calls :meth:`load` without ``App.run`` should log them
+        itself.
+        """
+        return list(self._load_warnings)
+
+
+def _exposed_secrets(
+    settings: Settings, files: list[tuple[pathlib.Path, dict[tuple[str, ...], _Raw]]]
+) -> Iterator[str]:
+    """One warning per file that holds a secret and that other users can read."""
+    fields = _all_paths(type(settings))
+    for path, values in files:
+        # Every file is checked, also one whose secret another source overrides: the
+        # secret is still written in it.
+        keys = [
+            ".".join(key)
+            for key, raw in values.items()
+            if fields[key].secret and raw.value not in (None, "")
+        ]
+        mode = _others_can_read(path)
+        if keys and mode is not None:
+            yield _chmod_advice(path, f"holds {', '.join(keys)}", mode)
+    for key, spec, value in settings._walk():
+        if spec.secret_file and isinstance(value, (str, pathlib.PurePath)) and str(value):
+            secret_path = pathlib.Path(value)
+            mode = _others_can_read(secret_path)
+            if mode is not None:
+                yield _chmod_advice(secret_path, f"({'.'.join(key)}) holds a secret", mode)
+
+
+def _others_can_read(path: pathlib.Path) -> int | None:
+    """The permission bits of ``path`` when "others" may read it, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # gone or unreachable since it was read: nothing left to protect
+    return stat.S_IMODE(mode) if mode & stat.S_IROTH else None
+
+
+def _chmod_advice(path: pathlib.Path, what: str, mode: int) -> str:
+    quoted = shlex.quote(str(path))
+    return (
+        f"{path} {what} and other users can read it (mode {mode:04o}): run "
+        f"chmod 0640 {quoted} if its group is the service's (e.g. root:agent), "
+        f"else chmod 0600 {quoted}"
+    )
 
 
 def _blame(err: ConfigError, layers: dict[tuple[str, ...], _Raw]) -> None:
     """Fill in where a value that a validate() hook rejected came from."""
     path = tuple(err.key.split(".")) if err.key else ()
     exact = layers.get(path)
-    # A rejected key that kept its default: blame whatever set a neighbour in its section.
-    raw = exact or next((r for p, r in layers.items() if p[:-1] == path[:-1]), None)
-    if raw is None:
-        err.source = "defaults"
-        return
-    err.source = raw.source
     if exact is not None:
+        err.source = exact.source
         err.line = exact.line
         err.variable = exact.variable
+        return
+    # The key kept its default, or names a whole section (a hook that crashed): blame
+    # whatever set a value in that section, else a neighbour of the key.
+    inside = [raw for p, raw in layers.items() if len(p) > len(path) and p[: len(path)] == path]
+    beside = [raw for p, raw in layers.items() if p[:-1] == path[:-1]]
+    raw = next(iter(inside or beside), None)
+    err.source = raw.source if raw is not None else "defaults"

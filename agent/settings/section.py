@@ -12,7 +12,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
-from agent.settings.conversion import _convert, _Raw
+from agent.settings.conversion import _convert, _exception_text, _Raw
 from agent.settings.errors import ConfigError
 from agent.settings.fields import _Field, _fields, _SectionBase
 
@@ -97,10 +97,10 @@ class Section(_SectionBase):
             if spec.is_section:
                 setattr(self, name, spec.type._from_layers(values, here))
             elif here in values:
-                setattr(self, name, _convert(spec, values[here], ".".join(here)))
+                setattr(self, name, _convert_loaded(spec, values[here], ".".join(here)))
             else:
                 default = _Raw(spec.default, f"{cls.__name__} defaults", typed=True)
-                setattr(self, name, _convert(spec, default, ".".join(here)))
+                setattr(self, name, _convert_loaded(spec, default, ".".join(here)))
         return self
 
     def _validate_tree(self, path: tuple[str, ...]) -> None:
@@ -113,6 +113,17 @@ class Section(_SectionBase):
             if path and not err.source:
                 err.key = ".".join((*path, err.key)) if err.key else ".".join(path)
             raise
+        except Exception as err:
+            # A hook that crashes on a value it did not foresee still rejected that value:
+            # report it like any other, on the section (the loader adds the source). The
+            # message is the hook's own, so it may quote a secret of this section.
+            text = _exception_text(err)
+            for _path, spec, value in self._walk():
+                if spec.secret and isinstance(value, str) and value:
+                    text = text.replace(value, "***")
+            raise ConfigError(
+                key=".".join(path), detail=f"{type(self).__name__}.validate() failed: {text}"
+            ) from err
 
     def _walk(self, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _Field, Any]]:
         for name, spec in _fields(type(self)).items():
@@ -121,3 +132,26 @@ class Section(_SectionBase):
                 yield from value._walk((*path, name))
             else:
                 yield (*path, name), spec, value
+
+
+def _convert_loaded(spec: _Field, raw: _Raw, key: str) -> Any:
+    """:func:`_convert` for the loader: whatever goes wrong is the value's fault.
+
+    A :class:`~agent.settings.fields.Check` or a nested section may raise anything on a
+    value it did not foresee; the value came from a source a person can fix, so the
+    failure is reported as a ConfigError naming that source and key, not as a traceback.
+    """
+    try:
+        return _convert(spec, raw, key)
+    except ConfigError:
+        raise
+    except Exception as err:
+        # The message may quote the value: keep it out for a secret.
+        why = type(err).__name__ if spec.secret else _exception_text(err)
+        raise ConfigError(
+            source=raw.source,
+            key=key,
+            line=raw.line,
+            variable=raw.variable,
+            detail=f"cannot use this value: {why}",
+        ) from err

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.settings.conversion import _Raw, _show
+from agent.settings.conversion import _exception_text, _Raw, _show
 from agent.settings.errors import ConfigError
 from agent.settings.fields import _Field, _fields
 
@@ -50,17 +50,29 @@ def _all_paths(cls: type[Section], path: tuple[str, ...] = ()) -> dict[tuple[str
     return out
 
 
+_MAX_DEPTH = 100
+"""Deepest nesting of arrays and tables accepted in a config file.
+
+A real configuration needs a handful of levels. Anything near Python's recursion limit
+would make every later recursive walk (``copy.deepcopy``, ``repr``, ``==``) fail far from
+the file that caused it, so such a file is refused here, with its name."""
+
+_TOO_DEEP = f"nested too deeply (at most {_MAX_DEPTH} levels of arrays and tables)"
+
+
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a TOML file without checking it against any settings class.
 
     For callers that need one key before they know the schema (the ``agent`` command reads
-    ``app = "module:attribute"`` first). Raises :class:`ConfigError` for a missing,
-    unreadable or malformed file, with the line number of a syntax error.
+    ``app = "module:attribute"`` first). Raises :class:`ConfigError`, and nothing else, for
+    a missing, unreadable or malformed file: with the line number of a syntax error, and
+    also for what the parser does not report as a syntax error (values nested too deeply,
+    an integer with more digits than Python converts).
     """
     source = str(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(source=source, detail="config file not found") from None
     except OSError as err:
@@ -76,6 +88,58 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             line = int(match.group(1))
             message = f"{message[: match.start()]} (column {match.group(2)})"
         raise ConfigError(source=source, line=line, detail=f"invalid TOML: {message}") from None
+    except Exception as err:
+        # The parser recurses once per nesting level and converts integers with int():
+        # a hostile or broken file raises RecursionError or ValueError instead of a
+        # TOMLDecodeError. Whatever it is, the file is at fault, not the program.
+        raise ConfigError(source=source, detail=f"invalid TOML: {_parse_failure(err)}") from None
+    if _depth(data) > _MAX_DEPTH:
+        raise ConfigError(
+            source=source,
+            detail=f"invalid TOML: {_TOO_DEEP}",
+        )
+    return data
+
+
+def _parse_failure(err: Exception) -> str:
+    """Say what an exception from the TOML parser other than TOMLDecodeError means."""
+    if isinstance(err, RecursionError):
+        return _TOO_DEEP
+    if isinstance(err, ValueError) and "digits" in str(err):
+        # "Exceeds the limit (4300 digits) for integer string conversion ..."
+        return f"integer too large (more than {_int_digit_limit()} digits)"
+    return _exception_text(err)
+
+
+def _int_digit_limit() -> int:
+    # sys.get_int_max_str_digits exists from 3.11 (and in 3.10.7+ security releases).
+    getter = getattr(sys, "get_int_max_str_digits", None)
+    return int(getter()) if getter is not None else 4300
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and tables nest in ``value`` (a scalar is 0, ``[]`` is 1).
+
+    With a work list rather than recursion: the point is to measure values too deep to
+    recurse into.
+    """
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > _MAX_DEPTH:
+                break  # enough to refuse it; do not walk the rest
+        pending.extend((child, depth) for child in children)
+    return deepest
 
 
 def _read_toml(cls: type[Section], path: pathlib.Path) -> dict[tuple[str, ...], _Raw]:
@@ -93,6 +157,8 @@ def _flatten_toml(
     source: str,
     out: dict[tuple[str, ...], _Raw],
 ) -> None:
+    # Recursive, but only into the sections ``cls`` declares: the depth is that of the
+    # settings classes, never that of the file (read_toml refused deep files already).
     fields = _fields(cls)
     for key, value in table.items():
         here = (*path, key)

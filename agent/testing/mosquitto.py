@@ -182,7 +182,8 @@ def _new_paho_client(client_id: str) -> Any:
 class Observer:
     """A real paho client that records every message on the topics it subscribes to.
 
-    It reconnects by itself (after a broker restart) and subscribes again.
+    It reconnects by itself (after a broker restart) and subscribes again. ``username`` and
+    ``password`` are for a broker with ``allow_anonymous false``.
     """
 
     def __init__(
@@ -193,6 +194,8 @@ class Observer:
         *,
         client_id: str = "observer",
         timeout: float = 5.0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._cond = threading.Condition()
         self._messages: list[Message] = []
@@ -205,6 +208,8 @@ class Observer:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(0.05, 0.5)
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.connect_async(host, port, keepalive=5)
         self._client.loop_start()
         if not self.wait_connected(timeout):

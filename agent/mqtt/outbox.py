@@ -1,0 +1,103 @@
+"""The outbox: what waits to be handed to paho, in two bounded lanes.
+
+The real client never gives paho more than a small window of messages at a time (see
+:mod:`agent.mqtt.paho`); everything else waits here. Two lanes, served in this order:
+
+* **retained** — states, availability, the heartbeat: only the latest value of a retained
+  topic matters, so a newer message *replaces* a waiting one for the same topic and moves
+  to the back. Bounded by ``capacity`` topics; when full, the topic updated least recently
+  is dropped.
+* **events** — everything not retained: error reports, a device's own events. Each one is
+  its own news, so they wait in order, bounded by ``capacity`` messages; when full, the
+  oldest is dropped.
+
+The retained lane always goes first, so a burst of error reports can delay or push out only
+other events, never a state, an availability or a heartbeat.
+
+A topic can be *held*: while paho still owes the broker an older message for it (a QoS 1
+message from an earlier connection that paho re-sends after a reconnect), nothing newer for
+that topic may overtake it, so :meth:`Outbox.take` skips held topics.
+
+Not thread-safe on its own: the client calls it under its lock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Container
+from dataclasses import dataclass
+
+__all__ = ["Outbox", "Outgoing"]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message on its way to the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Outbox:
+    """Two bounded lanes of outgoing messages; see the module docstring."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"outbox capacity must be >= 1, got {capacity}")
+        self._capacity = capacity
+        self._retained: OrderedDict[str, Outgoing] = OrderedDict()
+        self._events: deque[Outgoing] = deque()
+
+    def put(self, message: Outgoing) -> Outgoing | None:
+        """Queue ``message``; returns the message dropped to make room, if any.
+
+        A retained message that replaces a waiting one for its topic drops nothing: the
+        older value is superseded, not lost.
+        """
+        if message.retain:
+            if message.topic in self._retained:
+                self._retained[message.topic] = message
+                self._retained.move_to_end(message.topic)
+                return None
+            dropped = None
+            if len(self._retained) >= self._capacity:
+                _, dropped = self._retained.popitem(last=False)
+            self._retained[message.topic] = message
+            return dropped
+        dropped = self._events.popleft() if len(self._events) >= self._capacity else None
+        self._events.append(message)
+        return dropped
+
+    def put_back(self, message: Outgoing) -> None:
+        """Return a message that could not be handed over to the front of its lane.
+
+        A newer retained message for the same topic wins over the one put back.
+        """
+        if message.retain:
+            if message.topic not in self._retained:
+                self._retained[message.topic] = message
+                self._retained.move_to_end(message.topic, last=False)
+        else:
+            self._events.appendleft(message)
+
+    def take(self, held: Container[str] = ()) -> Outgoing | None:
+        """Remove and return the next message whose topic is not ``held``, or None."""
+        for topic in self._retained:
+            if topic not in held:
+                return self._retained.pop(topic)
+        for i, message in enumerate(self._events):
+            if message.topic not in held:
+                del self._events[i]
+                return message
+        return None
+
+    def has_acknowledged(self) -> bool:
+        """True when a waiting message needs the broker's acknowledgement (QoS > 0)."""
+        return any(m.qos > 0 for m in self._retained.values()) or any(
+            m.qos > 0 for m in self._events
+        )
+
+    def __len__(self) -> int:
+        return len(self._retained) + len(self._events)

@@ -1,0 +1,96 @@
+"""Helpers for end-to-end tests: run ``python -m agent --config FILE`` as a user would.
+
+Shared by test_e2e.py (the quick example on a broker) and test_e2e_config.py (what the
+agent makes of bad or careless config files). Not a test module: nothing here is collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BOUND = 10.0
+
+
+def agent_env() -> dict[str, str]:
+    """The environment for ``python -m agent``: the same agent package as this test process
+    (source tree, editable install or a staged build), none of our settings variables."""
+    import agent
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
+    home = str(Path(agent.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def write_config(
+    folder: Path, port: int, *, keepalive: int = 60, extra: str = "", mqtt_extra: str = ""
+) -> Path:
+    """Copy the quick example into ``folder`` and write its ``agent.toml`` for ``port``.
+
+    ``extra`` goes at the top level (the app's own settings), ``mqtt_extra`` into the
+    ``[mqtt]`` table (``username = "u"``).
+    """
+    shutil.copy(EXAMPLES / "quickstart.py", folder / "quickstart.py")
+    path = folder / "agent.toml"
+    path.write_text(
+        'app = "quickstart:app"\n'
+        "poll_interval = 0.5\n"
+        f"{extra}"
+        "[mqtt]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f"keepalive = {keepalive}\n"
+        "reconnect_min_delay = 0.1\n"
+        "reconnect_max_delay = 0.5\n"
+        f"{mqtt_extra}"
+        "[logging]\n"
+        'format = "text"\n'
+        'level = "INFO"\n'
+    )
+    return path
+
+
+class AgentProcess:
+    """``python -m agent --config PATH`` with its stderr kept in a file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log_path = config.parent / "agent.log"
+        env = agent_env()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-m", "agent", "--config", str(config)],
+                cwd=config.parent,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = BOUND) -> int:
+        """SIGTERM, then the exit code; a shutdown that overruns ``timeout`` fails with the
+        agent's log and the stacks of its threads (faulthandler, on SIGABRT)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler dumps every thread
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(BOUND)
+            raise AssertionError(
+                f"the agent did not stop within {timeout} s of SIGTERM:\n{self.log()}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(BOUND)
