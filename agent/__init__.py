@@ -33,7 +33,15 @@ from agent.mqtt.port import (
     MqttPort,
     WillConfig,
 )
+from agent.retry import (
+    BackoffStrategy,
+    CircuitBreaker,
+    ExponentialBackoff,
+    FixedBackoff,
+    LinearBackoff,
+)
 from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
+from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
 
 if TYPE_CHECKING:
     from agent.mqtt.paho import MqttClient
@@ -50,8 +58,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AllStrategy",
+    "AnyStrategy",
     "App",
     "AppContext",
+    "BackoffStrategy",
+    "CircuitBreaker",
     "ClockPort",
     "Command",
     "CommandQueueFull",
@@ -60,11 +72,15 @@ __all__ = [
     "DeviceStatus",
     "ErrorPayload",
     "ErrorPublisher",
+    "Every",
+    "ExponentialBackoff",
     "Filter",
+    "FixedBackoff",
     "HealthReporter",
     "HeartbeatPayload",
     "InvalidPayload",
     "JsonFormatter",
+    "LinearBackoff",
     "LoggingSettings",
     "MedianFilter",
     "MessageCallback",
@@ -75,9 +91,11 @@ __all__ = [
     "MqttPort",
     "MqttSettings",
     "NullMqttClient",
+    "OnChange",
     "OneEuroFilter",
     "PayloadTooLarge",
     "Pt1Filter",
+    "PublishStrategy",
     "Settings",
     "SystemClock",
     "WillConfig",

@@ -28,8 +28,10 @@ from typing import Any, NoReturn, TypeVar
 from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
-from agent.registry import IntervalSpec, Kind, Registry
+from agent.registry import IntervalSpec, Kind, Registry, TelemetryOptions
+from agent.retry import BackoffStrategy, CircuitBreaker
 from agent.settings import Settings
+from agent.strategies import PublishStrategy
 from agent.topics import prefix_problem, validate_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +59,7 @@ class App:
         error_type_map: dict[type[BaseException], str] | None = None,
         command_queue_size: int = 64,
         shutdown_grace: float = 5.0,
+        error_reminder_interval: float | None = 3600.0,
     ) -> None:
         self.name = validate_name(name, "app")
         if prefix_problem(name) is not None:  # without mqtt.topic_prefix the name is the prefix
@@ -79,6 +82,12 @@ class App:
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {shutdown_grace}")
         self.shutdown_grace = shutdown_grace
+        if error_reminder_interval is not None and not error_reminder_interval > 0:
+            raise ValueError(
+                f"error_reminder_interval must be > 0 or None, got {error_reminder_interval}"
+            )
+        # A telemetry device that keeps failing reports again this often (None: never).
+        self.error_reminder_interval = error_reminder_interval
         self.registry = Registry()
         self.adapters = Adapters()
         self.configure_hooks: list[Callable[..., Any]] = []
@@ -137,13 +146,47 @@ class App:
         name: str | None = None,
         *,
         interval: IntervalSpec,
+        publish: PublishStrategy | None = None,
+        persist: object | None = None,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
+        group: str | None = None,
+        retry: int = 0,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        backoff: BackoffStrategy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> Callable[[F], F]:
-        """Register a handler called every ``interval`` seconds; a returned dict is published
-        as state (None publishes nothing). ``interval`` may be a function of the settings."""
+        """Register a handler called every ``interval`` seconds (or a function of the
+        settings returning them); a returned dict is published as state, None publishes
+        nothing this cycle.
 
-        return self._decorator("telemetry", name, init=init, enabled=enabled, interval=interval)
+        ``publish`` decides which readings go out (:mod:`agent.strategies`; the first always
+        does). ``retry`` retries a failed cycle for the exceptions in ``retry_on`` (default
+        ``(OSError,)``) with ``backoff`` (default :class:`~agent.ExponentialBackoff`) between
+        attempts; ``circuit_breaker`` rests a handler that keeps failing (:mod:`agent.retry`).
+        Devices with the same ``group`` share one thread and one scheduler job; each keeps
+        its own interval. ``persist`` is the save policy of the device's store.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_telemetry(
+                name if name is not None else func,
+                func,
+                interval=interval,
+                publish=publish,
+                persist=persist,
+                init=init,
+                enabled=enabled,
+                group=group,
+                retry=retry,
+                retry_on=retry_on,
+                backoff=backoff,
+                circuit_breaker=circuit_breaker,
+                is_root=name is None,
+            )
+            return func
+
+        return decorator
 
     def add_telemetry(
         self,
@@ -151,9 +194,16 @@ class App:
         func: Callable[..., Any],
         *,
         interval: IntervalSpec,
+        publish: PublishStrategy | None = None,
+        persist: object | None = None,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
+        group: str | None = None,
         is_root: bool = False,
+        retry: int = 0,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        backoff: BackoffStrategy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         """Imperative form of :meth:`telemetry`."""
         self.registry.add(
@@ -164,6 +214,9 @@ class App:
             enabled=enabled,
             interval=interval,
             is_root=is_root,
+            telemetry=TelemetryOptions(
+                publish, persist, group, retry, retry_on, backoff, circuit_breaker
+            ),
         )
 
     def command(

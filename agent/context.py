@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from agent.clock import ClockPort
-from agent.runtime.inbox import TICK, Inbox
+from agent.runtime.inbox import Inbox, Tick
 from agent.topics import Topics, validate_sub_topic
 
 T = TypeVar("T")
@@ -109,6 +109,7 @@ class DeviceContext:
         self.topic_prefix = topic_prefix
         self.topics = Topics(topic_prefix)
         self.is_root = is_root
+        self._state_topic = self.topics.state(name, is_root)
         self.clock = clock
         self._shutdown_event = shutdown_event
         self._adapters = adapters
@@ -127,7 +128,7 @@ class DeviceContext:
 
     def publish_state(self, payload: dict[str, object], *, retain: bool = True) -> None:
         """Publish ``payload`` as JSON to ``{prefix}/{device}/state`` (root: ``{prefix}/state``)."""
-        topic = self.topics.state(self.name, self.is_root)
+        topic = self._state_topic
         data = encode_state(payload)
         if retain:
             self._states.remember(topic, data)
@@ -181,7 +182,7 @@ class DeviceContext:
             item = self._inbox.get(timeout)
             if self._shutdown_event.is_set() or (item is None and self._inbox.closed):
                 return
-            if item is TICK:
+            if isinstance(item, Tick):
                 continue
             yield item  # type: ignore[misc]
 

@@ -95,6 +95,7 @@ class _Tracked:
     status: DeviceStatus
     is_root: bool
     announced: bool  # "online" was published for it, so shutdown owes it an "offline"
+    online: bool = True  # what its availability topic says now
 
 
 @dataclass(eq=False)
@@ -135,7 +136,8 @@ class HealthReporter:
             if entry is None:
                 entry = self._tracked[device] = _Tracked(DeviceStatus(), False, False)
             ticks = entry.status.skipped_ticks if skipped_ticks is None else skipped_ticks
-            entry.status = DeviceStatus(status, ticks)
+            if entry.status.status != status or entry.status.skipped_ticks != ticks:
+                entry.status = DeviceStatus(status, ticks)  # every cycle calls this: no churn
 
     def remove_device(self, device: str) -> None:
         """Stop tracking ``device`` (publishes nothing). Unknown names are ignored."""
@@ -146,6 +148,16 @@ class HealthReporter:
         """Return ``(name, is_root)`` of every device announced ``online`` and still tracked."""
         with self._lock:
             return [(name, e.is_root) for name, e in self._tracked.items() if e.announced]
+
+    def republish_availability(self) -> None:
+        """Publish every announced device's current availability again (after a reconnect:
+        a device that is ``offline`` because its readings fail must stay ``offline``)."""
+        with self._lock:
+            current = [
+                (name, e.is_root, e.online) for name, e in self._tracked.items() if e.announced
+            ]
+        for name, is_root, online in current:
+            self._publish(self._topics.availability(name, is_root), ONLINE if online else OFFLINE)
 
     # -- availability -------------------------------------------------------------------
 
@@ -161,10 +173,19 @@ class HealthReporter:
             self._tracked[device] = _Tracked(DeviceStatus("ok", ticks), is_root, announced=True)
         self._publish(self._topics.availability(device, is_root), ONLINE)
 
-    def publish_device_unavailable(self, device: str, *, is_root: bool = False) -> None:
-        """Publish ``offline`` on the device's availability topic and stop tracking it."""
+    def publish_device_unavailable(
+        self, device: str, *, is_root: bool = False, keep_tracking: bool = False
+    ) -> None:
+        """Publish ``offline`` on the device's availability topic and stop tracking it —
+        or, with ``keep_tracking`` (a device that runs but whose readings fail), keep it in
+        the heartbeat and owe it ``online`` again when :meth:`publish_device_available`
+        is called."""
         with self._lock:
-            self._tracked.pop(device, None)
+            entry = self._tracked.get(device)
+            if keep_tracking and entry is not None:
+                entry.online = False
+            else:
+                self._tracked.pop(device, None)
         self._publish(self._topics.availability(device, is_root), OFFLINE)
 
     # -- heartbeat ----------------------------------------------------------------------

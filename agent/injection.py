@@ -99,6 +99,23 @@ def _by_type_name(name: str, providers: Mapping[Any, object]) -> Any:
     return name
 
 
+class Lazy:
+    """A provider made only when a parameter asks for it (e.g. a per-device logger: 1,000
+    devices need not keep 1,000 loggers that no handler uses)."""
+
+    __slots__ = ("_factory",)
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self._factory = factory
+
+    def get(self) -> object:
+        return self._factory()
+
+
+def _provided(value: object) -> object:
+    return value.get() if isinstance(value, Lazy) else value
+
+
 def resolve(
     params: list[Param],
     providers: Mapping[Any, object],
@@ -119,11 +136,11 @@ def resolve(
         if isinstance(wanted, str):
             wanted = _by_type_name(wanted, providers)
         if wanted in providers:
-            kwargs[param.name] = providers[wanted]
+            kwargs[param.name] = _provided(providers[wanted])
             continue
         for key, value in providers.items():
             if isinstance(key, type) and isinstance(wanted, type) and issubclass(key, wanted):
-                kwargs[param.name] = value
+                kwargs[param.name] = _provided(value)
                 break
         else:
             shown = getattr(wanted, "__name__", repr(wanted))

@@ -2,17 +2,21 @@
 
 The registry validates everything it can at registration time, so mistakes surface when the
 module is imported rather than at 3 a.m.: names, duplicate or second root devices, coroutine
-functions, missing annotations and bad intervals.
+functions, missing annotations, bad intervals and bad telemetry options (strategy, retry,
+backoff, circuit breaker, group).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.injection import Param, check_plain_function, signature_params
+from agent.retry import BackoffStrategy, CircuitBreaker
+from agent.strategies import PublishStrategy
 from agent.topics import validate_name
 
 Kind = Literal["device", "telemetry", "command"]
@@ -36,10 +40,65 @@ class Registration:
     init_params: list[Param] | None = None
     enabled: bool = True
     interval: IntervalSpec | None = None
+    telemetry: TelemetryOptions = field(default_factory=lambda: TelemetryOptions())
 
     @property
     def accepts_commands(self) -> bool:
         return self.kind in ("device", "command")
+
+
+@dataclass(frozen=True)
+class TelemetryOptions:
+    """How a telemetry device publishes and copes with failure (see ``App.telemetry``)."""
+
+    publish: PublishStrategy | None = None
+    persist: object | None = None
+    group: str | None = None
+    retry: int = 0
+    retry_on: tuple[type[BaseException], ...] | None = None
+    backoff: BackoffStrategy | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+    def checked(self) -> TelemetryOptions:
+        """These options, validated: ``ValueError`` naming the argument otherwise.
+
+        The strategy is copied: strategies keep per-device state (``Every(n=)`` counts), so
+        one instance handed to several registrations must not be shared between them.
+        """
+        publish = self.publish
+        if publish is not None:
+            if isinstance(publish, type) or not isinstance(publish, PublishStrategy):
+                raise ValueError(
+                    f"publish= takes a publish strategy such as OnChange() or Every(seconds=60), "
+                    f"got {publish!r}"
+                )
+            publish = copy.deepcopy(publish)
+        if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
+            raise ValueError(f"group= must be a non-empty name, got {self.group!r}")
+        retry = self.retry
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise ValueError(f"retry= must be a whole number >= 0, got {retry!r}")
+        if self.retry_on is not None:
+            if not isinstance(self.retry_on, tuple) or not self.retry_on:
+                raise ValueError(
+                    f"retry_on= takes a non-empty tuple of exception classes, got {self.retry_on!r}"
+                )
+            for cls in self.retry_on:
+                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                    raise ValueError(f"retry_on= takes exception classes, got {cls!r}")
+        backoff = self.backoff
+        if backoff is not None and (
+            isinstance(backoff, type) or not isinstance(backoff, BackoffStrategy)
+        ):
+            raise ValueError(
+                f"backoff= takes a backoff such as ExponentialBackoff(), got {backoff!r}"
+            )
+        breaker = self.circuit_breaker
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise ValueError(f"circuit_breaker= takes a CircuitBreaker(), got {breaker!r}")
+        return TelemetryOptions(
+            publish, self.persist, self.group, retry, self.retry_on, backoff, breaker
+        )
 
 
 def check_interval(value: object, what: str = "interval") -> float:
@@ -80,6 +139,7 @@ class Registry:
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
         interval: IntervalSpec | None = None,
+        telemetry: TelemetryOptions | None = None,
     ) -> Registration:
         role = f"@app.{kind} handler"
         check_plain_function(func, role)
@@ -100,11 +160,21 @@ class Registry:
         if init is not None:
             check_plain_function(init, "init factory")
             init_params = signature_params(init, "init factory")
+        options = TelemetryOptions()
         if kind == "telemetry":
             if interval is None:
                 raise TypeError("@app.telemetry needs interval=")
             if not callable(interval):
                 interval = check_interval(interval)
+            options = (telemetry or TelemetryOptions()).checked()
+            breaker = options.circuit_breaker
+            if breaker is not None and any(
+                r.telemetry.circuit_breaker is breaker for r in self._by_name.values()
+            ):
+                raise ValueError(
+                    "circuit_breaker=: this CircuitBreaker is already used by another device; "
+                    "give each device its own instance"
+                )
         reg = Registration(
             kind=kind,
             name=name,
@@ -115,6 +185,7 @@ class Registry:
             init_params=init_params,
             enabled=enabled,
             interval=interval,
+            telemetry=options,
         )
         self._by_name[name] = reg
         return reg

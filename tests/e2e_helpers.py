@@ -57,6 +57,27 @@ def write_config(
     return path
 
 
+def write_app(folder: Path, port: int, source: str, *, extra: str = "") -> Path:
+    """Write an app module ``app_under_test.py`` (``source`` must define ``app``) and its
+    ``agent.toml`` into ``folder``; return the config's path. ``extra`` goes at the top
+    level of the TOML file (the app's own settings)."""
+    (folder / "app_under_test.py").write_text(source)
+    path = folder / "agent.toml"
+    path.write_text(
+        'app = "app_under_test:app"\n'
+        f"{extra}"
+        "[mqtt]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        "reconnect_min_delay = 0.1\n"
+        "reconnect_max_delay = 0.5\n"
+        "[logging]\n"
+        'format = "text"\n'
+        'level = "INFO"\n'
+    )
+    return path
+
+
 class AgentProcess:
     """``python -m agent --config PATH`` with its stderr kept in a file."""
 

@@ -5,8 +5,9 @@ The real client never gives paho more than a small window of messages at a time 
 
 * **retained** — states, availability, the heartbeat: only the latest value of a retained
   topic matters, so a newer message *replaces* a waiting one for the same topic and moves
-  to the back. Bounded by ``capacity`` topics; when full, the topic updated least recently
-  is dropped.
+  to the back. Bounded by ``capacity`` topics — or ``retained_capacity``, when the owner
+  knows it has more retained topics of its own (a state and an availability per device);
+  when full, the topic updated least recently is dropped.
 * **events** — everything not retained: error reports, a device's own events. Each one is
   its own news, so they wait in order, bounded by ``capacity`` messages; when full, the
   oldest is dropped.
@@ -43,10 +44,11 @@ class Outgoing:
 class Outbox:
     """Two bounded lanes of outgoing messages; see the module docstring."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, retained_capacity: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"outbox capacity must be >= 1, got {capacity}")
         self._capacity = capacity
+        self._retained_capacity = max(capacity, retained_capacity or 0)
         self._retained: OrderedDict[str, Outgoing] = OrderedDict()
         self._events: deque[Outgoing] = deque()
 
@@ -62,7 +64,7 @@ class Outbox:
                 self._retained.move_to_end(message.topic)
                 return None
             dropped = None
-            if len(self._retained) >= self._capacity:
+            if len(self._retained) >= self._retained_capacity:
                 _, dropped = self._retained.popitem(last=False)
             self._retained[message.topic] = message
             return dropped

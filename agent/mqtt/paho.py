@@ -279,6 +279,9 @@ class MqttClient:
         will: the last will set on every connection (see ``build_will_config``).
         client_id: overrides ``settings.client_id``; default is derived from the prefix
             and the host name so it stays the same across restarts (persistent sessions).
+        retained_topics: how many retained topics the owner publishes itself (the runtime:
+            a state and an availability per device, the status); the outbox keeps room for
+            room for that many, or ``settings.offline_buffer_size``, whichever is more.
     """
 
     def __init__(
@@ -287,6 +290,7 @@ class MqttClient:
         will: WillConfig | None = None,
         *,
         client_id: str | None = None,
+        retained_topics: int = 0,
     ) -> None:
         self._settings = settings
         self._will = will
@@ -307,7 +311,7 @@ class MqttClient:
         self._subscriptions: dict[str, int] = {}
         self._message_callbacks: tuple[MessageCallback, ...] = ()
         self._connect_callbacks: tuple[ConnectCallback, ...] = ()
-        self._outbox = Outbox(settings.offline_buffer_size)
+        self._outbox = Outbox(settings.offline_buffer_size, retained_capacity=retained_topics)
         self._dropped = 0
         self._pending: dict[int, Outgoing] = {}  # mid -> message in paho's hands
         self._handing = 0  # messages being handed to paho right now (mid not known yet)
@@ -337,6 +341,9 @@ class MqttClient:
             if dropped is not None:
                 self._dropped += 1
                 count = self._dropped
+            first = self._claim_locked()
+        if first is not None:
+            self._pump_from(first)
         if dropped is not None and (count == 1 or count % 100 == 0):
             logger.warning(
                 "MQTT outbox full (%d retained topics or %d other messages waiting): dropped "
@@ -346,7 +353,6 @@ class MqttClient:
                 dropped.topic,
                 count,
             )
-        self._pump()
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now if connected; always restored after every reconnect."""
@@ -625,27 +631,29 @@ class MqttClient:
         message queued while the pumper is finishing is never stranded.
         """
         with self._cond:
-            if self._pumping:
-                return
+            first = self._claim_locked()
+        if first is not None:
+            self._pump_from(first)
+
+    def _claim_locked(self) -> Outgoing | None:
+        """Become the pumper if no one is and something can go; the first message then."""
+        if self._pumping:
+            return None
+        message = self._next_locked()
+        if message is not None:
             self._pumping = True
+        return message
+
+    def _pump_from(self, message: Outgoing | None) -> None:
+        """The pumper's loop: hand ``message`` over, then the next, until none can go."""
         try:
-            while True:
+            while message is not None:
+                message = self._hand_over(message)
+        finally:
+            if message is not None:  # an exception escaped: let another thread pump
                 with self._cond:
-                    message = self._next_locked()
-                    if message is None:
-                        self._pumping = False
-                        self._cond.notify_all()
-                        return
-                if not self._hand_over(message):
-                    with self._cond:
-                        self._pumping = False
-                        self._cond.notify_all()
-                    return
-        except BaseException:
-            with self._cond:
-                self._pumping = False
-                self._cond.notify_all()
-            raise
+                    self._pumping = False
+                    self._cond.notify_all()
 
     def _next_locked(self) -> Outgoing | None:
         """The next message paho may take now, reserving its window slot; caller holds the
@@ -659,12 +667,12 @@ class MqttClient:
             self._handing += 1
         return message
 
-    def _hand_over(self, message: Outgoing) -> bool:
-        """Give ``message`` to paho; False when paho has no connection (stop pumping: the
+    def _hand_over(self, message: Outgoing) -> Outgoing | None:
+        """Give ``message`` to paho; return the next one to hand over, or None after giving
+        up the pumper's role (nothing more can go now, or paho has no connection: the
         reconnect will pump again). Never called with ``self._cond`` held."""
         client = self._paho
         failure = None
-        linked = True
         info = None
         try:
             assert client is not None
@@ -673,6 +681,7 @@ class MqttClient:
             failure = f"{type(exc).__name__}: {exc}"
         with self._cond:
             self._handing -= 1
+            following = None
             if info is not None and (
                 info.rc == mqtt.MQTT_ERR_SUCCESS
                 or (info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0)
@@ -683,15 +692,19 @@ class MqttClient:
                     del self._early_acks[info.mid]
                 else:
                     self._pending[info.mid] = message
+                following = self._next_locked()
             elif info is not None and info.rc == mqtt.MQTT_ERR_NO_CONN:
                 self._outbox.put_back(message)  # the link dropped between our check and paho's
-                linked = False
-            elif info is not None:
-                failure = mqtt.error_string(info.rc)
-            self._cond.notify_all()
+            else:
+                if info is not None:
+                    failure = mqtt.error_string(info.rc)
+                following = self._next_locked()
+            if following is None:
+                self._pumping = False
+                self._cond.notify_all()
         if failure is not None:
             logger.warning("MQTT publish to %s failed: %s", message.topic, failure)
-        return linked
+        return following
 
     def _all_acked(self) -> bool:
         if self._session_up and not self._connected:

@@ -6,8 +6,9 @@ thread, takes from it. Producers never block:
 
 * commands are bounded by ``capacity``; when full, the *oldest* pending command is dropped
   (the newest one carries the user's latest intent) and the put reports what was dropped;
-* at most one telemetry tick is pending: a tick that finds one already waiting is skipped and
-  counted, so a slow handler never builds a backlog.
+* at most one telemetry :class:`Tick` is pending. It names the devices that are due (one, or
+  several members of a coalescing group); a device that falls due again while its tick still
+  waits is skipped, and the put reports it, so a slow handler never builds a backlog.
 
 The consumer waits through the clock port, so a fake clock drives it in tests.
 """
@@ -22,12 +23,11 @@ from agent import clock as clock_mod
 from agent.clock import ClockPort
 
 
-@dataclass(frozen=True)
+@dataclass
 class Tick:
-    """Time for a telemetry reading."""
+    """Time for telemetry readings: the devices due, in the order they fell due."""
 
-
-TICK = Tick()
+    due: list[str]
 
 
 class Inbox:
@@ -41,11 +41,10 @@ class Inbox:
         self._lock = threading.Lock()
         self._items: deque[object] = deque()
         self._commands = 0
-        self._tick_pending = False
+        self._tick: Tick | None = None  # the pending tick, still in _items
         self._closed = False
         # Private to the consumer: producers, shutdown and the clock set it to wake it.
         self._waker = threading.Event()
-        self.skipped_ticks = 0
 
     @property
     def capacity(self) -> int:
@@ -64,7 +63,7 @@ class Inbox:
                 return command
             if self._commands >= self._capacity:
                 for i, item in enumerate(self._items):
-                    if item is not TICK:
+                    if not isinstance(item, Tick):
                         dropped = item
                         del self._items[i]
                         self._commands -= 1
@@ -74,18 +73,21 @@ class Inbox:
             self._waker.set()
         return dropped
 
-    def put_tick(self) -> bool:
-        """Queue a telemetry tick unless one is pending; False (and counted) when skipped."""
+    def put_tick(self, due: list[str]) -> list[str]:
+        """Queue a tick for the devices ``due``; returns those skipped because a tick for
+        them is still pending (merged into the pending tick otherwise)."""
         with self._lock:
             if self._closed:
-                return False
-            if self._tick_pending:
-                self.skipped_ticks += 1
-                return False
-            self._tick_pending = True
-            self._items.append(TICK)
-            self._waker.set()
-            return True
+                return []
+            pending = self._tick
+            if pending is None:
+                self._tick = Tick(list(due))
+                self._items.append(self._tick)
+                self._waker.set()
+                return []
+            skipped = [name for name in due if name in pending.due]
+            pending.due.extend(name for name in due if name not in pending.due)
+            return skipped
 
     def close(self) -> int:
         """Stop taking items and wake the consumer; returns the number of dropped items."""
@@ -94,9 +96,26 @@ class Inbox:
             dropped = len(self._items)
             self._items.clear()
             self._commands = 0
-            self._tick_pending = False
+            self._tick = None
             self._waker.set()
         return dropped
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait ``timeout`` clock-seconds unless the inbox closes first (True then).
+
+        For a consumer that must pause (a retry's backoff) yet stop at once at shutdown;
+        items that arrive meanwhile stay queued.
+        """
+        deadline = self._clock.now() + max(timeout, 0.0)
+        while True:
+            with self._lock:
+                if self._closed:
+                    return True
+                self._waker.clear()
+            remaining = deadline - self._clock.now()
+            if remaining <= 0:
+                return False
+            clock_mod.wait(self._clock, self._waker, remaining)
 
     def get(self, timeout: float | None = None) -> object | None:
         """Take the next item, or None when ``timeout`` clock-seconds pass or the inbox closes."""
@@ -105,8 +124,8 @@ class Inbox:
             with self._lock:
                 if self._items:
                     item = self._items.popleft()
-                    if item is TICK:
-                        self._tick_pending = False
+                    if item is self._tick:
+                        self._tick = None
                     else:
                         self._commands -= 1
                     return item

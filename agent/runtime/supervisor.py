@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent import clock as clock_mod
@@ -25,11 +27,14 @@ from agent.context import AppContext, Command, DeviceContext, StateCache
 from agent.errors import ErrorPublisher
 from agent.health import HealthReporter, build_will_config
 from agent.injection import call_with_injection
+from agent.registry import Registration, check_interval
 from agent.runtime.inbox import Inbox
 from agent.runtime.reporting import REPORT_INTERVAL, Reporter
 from agent.runtime.routing import Route, Router
 from agent.runtime.scheduler import Scheduler
-from agent.runtime.worker import Worker, report_handler_failure
+from agent.runtime.worker import Member, TelemetryWorker, Worker, report_handler_failure
+from agent.settings import ConfigError
+from agent.settings.conversion import _show
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -65,6 +70,8 @@ class Runtime:
                 mqtt_settings,
                 will=build_will_config(self.prefix),
                 client_id=mqtt_settings.client_id or default_client_id(self.prefix),
+                # a state and an availability per device, and the status: never dropped
+                retained_topics=2 * len(app.registry) + 1,
             )
         self.mqtt = mqtt
         self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
@@ -91,6 +98,7 @@ class Runtime:
         routes = self._build_workers(adapters, providers)
         self._wire_mqtt(routes)
         self._enter_lifecycle(adapters, providers)
+        intervals = self._resolve_intervals()  # after the hooks, before anything runs
         if hasattr(self.mqtt, "start"):
             self.mqtt.start()
             self._started_mqtt = True
@@ -98,9 +106,7 @@ class Runtime:
             self._on_connected()  # already connected (a test double): no event will come
         for worker in self.workers:
             worker.start()
-        for worker in self.workers:
-            if worker.reg.kind == "telemetry":
-                self._schedule_telemetry(worker)
+        self._schedule_telemetry(intervals)
         if app.heartbeat_interval:
             self.scheduler.every(
                 app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
@@ -118,14 +124,19 @@ class Runtime:
     def _build_workers(
         self, adapters: dict[type, object], providers: dict[Any, object]
     ) -> list[Route]:
-        """One inbox, context and worker per enabled device; the routes of those taking
-        commands."""
+        """A worker per enabled device — per coalescing group for telemetry devices that
+        share a ``group`` — each with its inbox; the routes of those taking commands."""
         routes: list[Route] = []
+        groups: dict[str, tuple[Inbox, list[Member]]] = {}
         for reg in self.app.registry:
             if not reg.enabled:
                 log.info("device %r is disabled", reg.name)
                 continue
-            inbox = Inbox(self.clock, self.app.command_queue_size)
+            group = reg.telemetry.group if reg.kind == "telemetry" else None
+            if group is not None and group in groups:
+                inbox = groups[group][0]
+            else:
+                inbox = Inbox(self.clock, self.app.command_queue_size)
             ctx = DeviceContext(
                 name=reg.name,
                 settings=self.settings,
@@ -139,18 +150,28 @@ class Runtime:
                 states=self.states,
                 on_handler_error=self._handler_error(reg.name, reg.is_root),
             )
-            device_providers = {
-                **providers,
-                DeviceContext: ctx,
-                logging.Logger: logging.getLogger(f"agent.device.{reg.name}"),
-            }
+            if reg.kind == "telemetry":
+                member = Member(reg, ctx, providers)
+                key = group if group is not None else f"\0{reg.name}"  # never a group name
+                groups.setdefault(key, (inbox, []))[1].append(member)
+                continue
             self.workers.append(
-                Worker(
-                    reg, ctx, inbox, device_providers, health=self.health, reporter=self.reporter
-                )
+                Worker(reg, ctx, inbox, providers, health=self.health, reporter=self.reporter)
             )
             if reg.accepts_commands:
                 routes.append(Route(reg.name, reg.is_root, inbox))
+        for key, (inbox, members) in groups.items():
+            self.workers.append(
+                TelemetryWorker(
+                    key.lstrip("\0"),
+                    members,
+                    inbox,
+                    clock=self.clock,
+                    health=self.health,
+                    reporter=self.reporter,
+                    reminder_interval=self.app.error_reminder_interval,
+                )
+            )
         return routes
 
     def _wire_mqtt(self, routes: list[Route]) -> None:
@@ -188,28 +209,57 @@ class Runtime:
         for hook in app.configure_hooks:
             call_with_injection(hook, hook_providers, "on_configure hook")
 
-    def _schedule_telemetry(self, worker: Worker) -> None:
-        from agent.registry import check_interval
+    def _resolve_intervals(self) -> dict[str, float]:
+        """Every telemetry device's interval in seconds; a function of the settings is
+        called now, after the ``on_configure`` hooks. A bad one stops start-up with a
+        configuration error naming the device (exit 78 through the CLI)."""
+        intervals: dict[str, float] = {}
+        for worker in self.workers:
+            if isinstance(worker, TelemetryWorker):
+                for member in worker.members:
+                    intervals[member.reg.name] = _interval_of(member.reg, self.settings)
+        return intervals
 
-        spec = worker.reg.interval
-        seconds = check_interval(
-            spec(self.settings) if callable(spec) else spec, f"interval of {worker.name!r}"
-        )
-        inbox, name = worker.inbox, worker.name
+    def _schedule_telemetry(self, intervals: dict[str, float]) -> None:
+        """One scheduler job per telemetry worker, their phases spread evenly.
 
-        def tick() -> None:
-            if not inbox.put_tick():
-                skipped = inbox.skipped_ticks
-                self.health.set_device_status(name, "busy", skipped_ticks=skipped)
-                if _is_power_of_ten(skipped):
+        Worker *w* of *W* starts its cadence ``w/W`` of its interval after now: 1,000
+        devices at 1 s then wake one a millisecond instead of all at once, which would make
+        1,000 threads fight for the GIL and the last one run 100 ms late every second.
+        (The first reading of every device is at start-up, before this.) Ticks that find
+        the previous one still waiting — a slow or retrying device — are skipped, counted
+        and logged at 1, 10, 100…
+        """
+        workers = [w for w in self.workers if isinstance(w, TelemetryWorker)]
+        now = self.clock.now()
+        for index, worker in enumerate(workers):
+            members = [(m.reg.name, intervals[m.reg.name]) for m in worker.members]
+            phase = _phase(index, len(workers), min(seconds for _, seconds in members))
+            self.scheduler.telemetry(
+                members,
+                self._ticker(worker.inbox, intervals),
+                name=f"telemetry:{worker.name}",
+                start=now + phase,
+            )
+
+    def _ticker(self, inbox: Inbox, intervals: dict[str, float]) -> Callable[..., None]:
+        skipped: Counter[str] = Counter()
+
+        def tick(due: list[str], missed: dict[str, int]) -> None:
+            counts = Counter(inbox.put_tick(due)) + Counter(missed)
+            for name, n in counts.items():
+                before = skipped[name]
+                skipped[name] += n
+                self.health.set_device_status(name, "busy", skipped_ticks=skipped[name])
+                if _crossed_power_of_ten(before, skipped[name]):
                     log.warning(
                         "device %r is slower than its interval of %ss: %d tick(s) skipped so far",
                         name,
-                        seconds,
-                        skipped,
+                        intervals[name],
+                        skipped[name],
                     )
 
-        self.scheduler.every(seconds, tick, name=f"telemetry:{name}")
+        return tick
 
     def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
         def on_error(exc: BaseException, command: Command) -> None:
@@ -223,8 +273,7 @@ class Runtime:
         Runs on paho's network thread (framework code only; every publish just queues).
         """
         self.health.publish_heartbeat()
-        for name, is_root in self.health.devices():
-            self.health.publish_device_available(name, is_root=is_root)
+        self.health.republish_availability()
         for topic, payload in self.states.items():
             self.mqtt.publish(topic, payload, retain=True, qos=1)
 
@@ -270,7 +319,42 @@ class Runtime:
         clock_mod.wait(SystemClock(), self.shutdown_event, None)
 
 
-def _is_power_of_ten(n: int) -> bool:
-    while n >= 10 and n % 10 == 0:
-        n //= 10
-    return n == 1
+PHASE_SLOT = 0.01
+"""Telemetry phases are multiples of this (seconds): devices that share a slot share a wake
+and their publishes go out together, which costs far less CPU than one wake each."""
+
+
+def _phase(index: int, workers: int, interval: float) -> float:
+    """Worker ``index`` of ``workers``: its offset in ``[0, interval)``, spread evenly over
+    at most ``interval / PHASE_SLOT`` slots."""
+    slots = max(1, min(workers, int(interval / PHASE_SLOT)))
+    return (index * slots // workers) / slots * interval
+
+
+def _crossed_power_of_ten(before: int, now: int) -> bool:
+    """True when a count went from ``before`` to ``now`` past 1, 10, 100, …"""
+    power = 1
+    while power <= now:
+        if before < power:
+            return True
+        power *= 10
+    return False
+
+
+def _interval_of(reg: Registration, settings: Any) -> float:
+    spec = reg.interval
+    key = f"interval of telemetry device {reg.name!r}"
+    if not callable(spec):
+        return float(spec)  # type: ignore[arg-type]  # checked at registration
+    try:
+        value = spec(settings)
+    except Exception as exc:
+        raise ConfigError(
+            key=key, detail=f"its interval function raised {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        return check_interval(value, key)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            key=key, expected="a finite number of seconds > 0", found=_show(value)
+        ) from None

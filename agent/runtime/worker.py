@@ -1,13 +1,12 @@
-"""A device's thread: init, then its handler, loop or command handlers, one thing at a time.
+"""Device threads: init, then the handler, loop or command handlers, one thing at a time.
 
-Three archetypes share one worker:
-
-* ``telemetry`` — take ticks from the inbox, call the handler, publish the dict it returns;
-* ``command`` — take commands, call the handler with ``topic`` and ``payload``, publish a
-  returned dict;
-* ``device`` — call the user's function once (usually a loop around ``ctx.sleep`` or
-  ``ctx.commands``); if it returns having registered ``on_command`` handlers, keep serving
-  them until shutdown.
+* :class:`Worker` — a ``command`` device (take commands, call the handler with ``topic`` and
+  ``payload``, publish a returned dict) or a ``device`` (call the user's function once,
+  usually a loop around ``ctx.sleep`` or ``ctx.commands``; if it returns having registered
+  ``on_command`` handlers, keep serving them until shutdown);
+* :class:`TelemetryWorker` — a telemetry device, or a coalescing group of them: take ticks,
+  run each due member's cycle (:mod:`agent.runtime.telemetry`). A thin loop: what a cycle
+  does lives in that module.
 
 A failing handler call is reported (log + error payload) and the device goes on; a failing
 ``init`` or a device function that raises ends that device (reported, availability offline)
@@ -16,16 +15,20 @@ while the others keep running. The thread never dies silently.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
-from agent.injection import resolve
+from agent.injection import Lazy, resolve
 from agent.registry import Registration
-from agent.runtime.inbox import TICK, Inbox
+from agent.runtime.inbox import Inbox, Tick
 from agent.runtime.reporting import Reporter
+from agent.runtime.telemetry import TelemetryCycle
 
 log = logging.getLogger("agent.worker")
 
@@ -50,8 +53,50 @@ def report_handler_failure(
     )
 
 
+def _prepare(reg: Registration, ctx: DeviceContext, shared: dict[Any, object]) -> dict[str, object]:
+    """Run the ``init`` factory (its result becomes injectable by type), then resolve the
+    handler's parameters from ``shared`` (settings, clock, adapters) and this device's own:
+    its context and its logger (made only if asked for). Built here, once, and dropped:
+    1,000 devices need not keep 1,000 provider tables."""
+    providers = {
+        **shared,
+        DeviceContext: ctx,
+        logging.Logger: Lazy(functools.partial(logging.getLogger, f"agent.device.{reg.name}")),
+    }
+    if reg.init is not None:
+        value = reg.init(
+            **resolve(
+                reg.init_params or [],
+                providers,
+                role="init factory",
+                func_name=reg.init.__qualname__,
+            )
+        )
+        if value is not None:
+            providers[type(value)] = value
+    return resolve(
+        reg.params, providers, role=f"@app.{reg.kind} handler", func_name=reg.func.__qualname__
+    )
+
+
+def _fail(reg: Registration, exc: Exception, phase: str, health: Any, reporter: Reporter) -> None:
+    """A device that cannot go on: reported, ``offline``, still listed in the heartbeat."""
+    reporter.report(
+        exc,
+        device=reg.name,
+        is_root=reg.is_root,
+        details={"phase": phase},
+        log=log,
+        message=f"device {reg.name!r} stopped: its {phase} raised {type(exc).__name__}: {exc}",
+        level=logging.ERROR,
+        traceback=True,
+    )
+    health.publish_device_unavailable(reg.name, is_root=reg.is_root)
+    health.set_device_status(reg.name, "error")
+
+
 class Worker:
-    """Owns the thread of one device."""
+    """Owns the thread of one ``device`` or ``command`` device."""
 
     def __init__(
         self,
@@ -81,82 +126,23 @@ class Worker:
     def _run(self) -> None:
         reg = self.reg
         try:
-            kwargs = self._prepare()
+            kwargs = _prepare(reg, self.ctx, self._providers)
         except Exception as exc:
-            self._fail(exc, "init")
+            _fail(reg, exc, "init", self._health, self._reporter)
             return
         self._health.publish_device_available(reg.name, is_root=reg.is_root)
         try:
-            if reg.kind == "telemetry":
-                self._serve_telemetry(kwargs)
-            elif reg.kind == "command":
+            if reg.kind == "command":
                 self._serve_commands(kwargs)
             else:
                 reg.func(**kwargs)
                 if self.ctx.command_handlers:
                     self._serve_handlers()
         except Exception as exc:
-            self._fail(exc, "run")
+            _fail(reg, exc, "run", self._health, self._reporter)
         except BaseException:
             log.critical("device %r: thread ended by an unexpected exit", reg.name, exc_info=True)
             raise
-
-    def _prepare(self) -> dict[str, object]:
-        providers = dict(self._providers)
-        if self.reg.init is not None:
-            value = self.reg.init(
-                **resolve(
-                    self.reg.init_params or [],
-                    providers,
-                    role="init factory",
-                    func_name=self.reg.init.__qualname__,
-                )
-            )
-            if value is not None:
-                providers[type(value)] = value
-        return resolve(
-            self.reg.params,
-            providers,
-            role=f"@app.{self.reg.kind} handler",
-            func_name=self.reg.func.__qualname__,
-        )
-
-    def _fail(self, exc: Exception, phase: str) -> None:
-        reg = self.reg
-        self._reporter.report(
-            exc,
-            device=reg.name,
-            is_root=reg.is_root,
-            details={"phase": phase},
-            log=log,
-            message=f"device {reg.name!r} stopped: its {phase} raised {type(exc).__name__}: {exc}",
-            level=logging.ERROR,
-            traceback=True,
-        )
-        self._health.publish_device_unavailable(reg.name, is_root=reg.is_root)
-        self._health.set_device_status(reg.name, "error")  # still listed in the heartbeat
-
-    def _call(self, func: Callable[[], Any], details: dict[str, object]) -> None:
-        """One handler call whose failure is reported and survived."""
-        try:
-            result = func()
-            if result is not None:
-                self.ctx.publish_state(result)
-        except Exception as exc:
-            report_handler_failure(self._reporter, exc, self.reg.name, self.reg.is_root, details)
-            self._health.set_device_status(self.reg.name, "error")
-        else:
-            self._health.set_device_status(self.reg.name, "ok")
-
-    def _serve_telemetry(self, kwargs: dict[str, object]) -> None:
-        func = self.reg.func
-        self.inbox.put_tick()  # the first reading right away, not one interval later
-        while True:
-            item = self.inbox.get()
-            if item is None:
-                return
-            if item is TICK:
-                self._call(lambda: func(**kwargs), {"phase": "telemetry"})
 
     def _serve_commands(self, kwargs: dict[str, object]) -> None:
         func = self.reg.func
@@ -170,6 +156,18 @@ class Worker:
                 args = {k: v for k, v in per_call.items() if k in names}
                 self._call(lambda a=args: func(**a, **kwargs), {"topic": item.topic})
 
+    def _call(self, func: Callable[[], Any], details: dict[str, object]) -> None:
+        """One command handler call whose failure is reported and survived."""
+        try:
+            result = func()
+            if result is not None:
+                self.ctx.publish_state(result)
+        except Exception as exc:
+            report_handler_failure(self._reporter, exc, self.reg.name, self.reg.is_root, details)
+            self._health.set_device_status(self.reg.name, "error")
+        else:
+            self._health.set_device_status(self.reg.name, "ok")
+
     def _serve_handlers(self) -> None:
         while True:
             item = self.inbox.get()
@@ -177,3 +175,82 @@ class Worker:
                 return
             if isinstance(item, Command):
                 self.ctx.dispatch(item)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A telemetry device run by a :class:`TelemetryWorker`."""
+
+    reg: Registration
+    ctx: DeviceContext
+    providers: dict[Any, object]  # shared by all devices (see _prepare)
+
+
+class TelemetryWorker:
+    """Owns the thread of a telemetry device, or of a coalescing group of them.
+
+    Each tick names the members due; they run one after another in registration order, each
+    through its :class:`~agent.runtime.telemetry.TelemetryCycle`. A member whose ``init``
+    fails is reported and dropped; the others go on.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        members: list[Member],
+        inbox: Inbox,
+        *,
+        clock: ClockPort,
+        health: Any,
+        reporter: Reporter,
+        reminder_interval: float | None,
+    ) -> None:
+        self.name = name
+        self.members = members
+        self.inbox = inbox
+        self._clock = clock
+        self._health = health
+        self._reporter = reporter
+        self._reminder_interval = reminder_interval
+        thread_name = f"group:{name}" if members[0].reg.telemetry.group else f"device:{name}"
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        cycles = [c for c in map(self._cycle, self.members) if c is not None]
+        if not cycles:
+            return
+        self.inbox.put_tick([c.name for c in cycles])  # the first reading now, not later
+        try:
+            while True:
+                item = self.inbox.get()
+                if item is None:
+                    return
+                if isinstance(item, Tick):
+                    for cycle in cycles:
+                        if cycle.name in item.due:
+                            cycle.run()
+        except BaseException:
+            log.critical("telemetry thread %r ended unexpectedly", self.name, exc_info=True)
+            raise
+
+    def _cycle(self, member: Member) -> TelemetryCycle | None:
+        reg = member.reg
+        try:
+            kwargs = _prepare(reg, member.ctx, member.providers)
+        except Exception as exc:
+            _fail(reg, exc, "init", self._health, self._reporter)
+            return None
+        self._health.publish_device_available(reg.name, is_root=reg.is_root)
+        return TelemetryCycle(
+            reg,
+            member.ctx,
+            functools.partial(reg.func, **kwargs),
+            inbox=self.inbox,
+            clock=self._clock,
+            health=self._health,
+            reporter=self._reporter,
+            reminder_interval=self._reminder_interval,
+        )

@@ -1,0 +1,366 @@
+"""The telemetry pipeline on a fake clock and the mock MQTT client: cycles, strategies,
+retries, the circuit breaker, error streaks, availability and coalescing groups."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+import pytest
+from test_runtime import BOUND, Running
+
+from agent import (
+    App,
+    CircuitBreaker,
+    Every,
+    ExponentialBackoff,
+    FixedBackoff,
+    LinearBackoff,
+    OnChange,
+)
+from agent.settings import ConfigError, Settings
+from agent.testing import FakeClock
+
+
+def states(r: Running, device: str) -> list[dict]:
+    return r.states(f"demo/{device}/state")
+
+
+def errors(r: Running, device: str) -> list[dict]:
+    return r.states(f"demo/{device}/error")
+
+
+def availability(r: Running, device: str) -> list[str]:
+    return [p for p, _r, _q in r.mqtt.get_messages_for(f"demo/{device}/availability")]
+
+
+def heartbeat(r: Running) -> dict:
+    r.mqtt.simulate_connect()  # publishes a heartbeat now
+    beats = [p for p, _r, _q in r.mqtt.get_messages_for("demo/status") if p.startswith("{")]
+    return json.loads(beats[-1])
+
+
+def tick(r: Running, seconds: float, done: Callable[[], object], what: str) -> None:
+    """Advance fake time once everything is parked, then wait for the effect ``done``."""
+    r.clock.wait_for_waiters(2, timeout=BOUND)
+    r.clock.advance(seconds)
+    r.until(done, what)
+
+
+# -- the cycle ------------------------------------------------------------------------------
+
+
+def test_ten_seconds_of_a_one_second_telemetry_are_ten_cycles_plus_the_first() -> None:
+    app = App("demo")
+    calls: list[float] = []
+
+    @app.telemetry("t", interval=1)
+    def t(clock: FakeClock) -> dict:
+        calls.append(clock.now())
+        return {"n": len(calls)}
+
+    with Running(app) as r:
+        r.until(lambda: len(calls) == 1, "the reading at start")
+        for second in range(1, 11):
+            tick(r, 1, lambda s=second: len(calls) == s + 1, f"cycle {second}")
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+    assert calls == [float(s) for s in range(11)]
+    assert [s["n"] for s in states(r, "t")] == list(range(1, 12))
+
+
+def test_none_skips_the_cycle_and_other_results_are_type_errors() -> None:
+    app = App("demo")
+    results: list[object] = [None, ["not", "a", "dict"], {"ok": 1}]
+    asked: list[object] = []
+
+    class Spy(OnChange):
+        def should_publish(self, current: dict, previous: dict | None) -> bool:
+            asked.append(current)
+            return True
+
+    @app.telemetry("t", interval=1, publish=Spy())
+    def t() -> object:
+        return results.pop(0)
+
+    with Running(app) as r:
+        r.clock.wait_for_waiters(2, timeout=BOUND)  # the None cycle ran: nothing out
+        assert states(r, "t") == [] and errors(r, "t") == []
+        tick(r, 1, lambda: errors(r, "t"), "the TypeError report")
+        tick(r, 1, lambda: states(r, "t"), "the good reading")
+    [error] = errors(r, "t")
+    assert error["error_type"] == "error"
+    assert "returned list" in error["message"] and "dict" in error["message"]
+    assert states(r, "t") == [{"ok": 1}]
+    assert asked == []  # the first published reading never asks the strategy
+
+
+def test_strategy_publishes_only_what_it_wants_measured_against_the_last_published() -> None:
+    app = App("demo")
+    readings = [20.0, 20.3, 20.6, 20.7, 21.2, 21.2]
+
+    @app.telemetry("t", interval=1, publish=OnChange(threshold=0.5))
+    def t() -> dict:
+        return {"t": readings.pop(0)}
+
+    with Running(app) as r:
+        r.until(lambda: len(states(r, "t")) == 1, "the first reading")
+        for _ in range(5):
+            before = len(readings)
+            tick(r, 1, lambda b=before: len(readings) == b - 1, "a cycle")
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+    assert [s["t"] for s in states(r, "t")] == [20.0, 20.6, 21.2]
+
+
+def test_every_seconds_runs_on_the_clock_port() -> None:
+    app = App("demo")
+    calls: list[float] = []
+
+    @app.telemetry("t", interval=1, publish=Every(seconds=3))
+    def t(clock: FakeClock) -> dict:
+        calls.append(clock.now())
+        return {"n": len(calls) - 1}
+
+    with Running(app) as r:
+        r.until(lambda: calls, "the first reading")
+        for second in range(1, 8):
+            tick(r, 1, lambda s=second: len(calls) == s + 1, f"second {second}")
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+    assert [s["n"] for s in states(r, "t")] == [0, 3, 6]
+
+
+# -- retries and backoff ----------------------------------------------------------------------
+
+
+def test_retry_waits_the_backoff_on_the_clock_port_then_succeeds() -> None:
+    app = App("demo")
+    attempts: list[float] = []
+
+    @app.telemetry("t", interval=100, retry=3, backoff=LinearBackoff(step=2, jitter=0))
+    def t(clock: FakeClock) -> dict:
+        attempts.append(clock.now())
+        if len(attempts) < 3:
+            raise TimeoutError("bus busy")  # an OSError: retried by default
+        return {"ok": True}
+
+    with Running(app) as r:
+        r.until(lambda: len(attempts) == 1, "the first attempt")
+        tick(r, 2, lambda: len(attempts) == 2, "retry 1 after 2 s")
+        tick(r, 4, lambda: len(attempts) == 3, "retry 2 after 4 s more")
+        r.until(lambda: states(r, "t"), "the reading")
+    assert attempts == [0.0, 2.0, 6.0]
+    assert errors(r, "t") == []  # retried failures are not failed cycles
+
+
+def test_exceptions_outside_retry_on_fail_the_cycle_at_once() -> None:
+    app = App("demo")
+    attempts: list[int] = []
+
+    @app.telemetry("t", interval=100, retry=5, retry_on=(TimeoutError,))
+    def t() -> dict:
+        attempts.append(1)
+        raise ValueError("garbled frame")
+
+    with Running(app) as r:
+        r.until(lambda: errors(r, "t"), "the error report")
+    assert len(attempts) == 1
+    assert errors(r, "t")[0]["message"] == "garbled frame"
+
+
+def test_shutdown_during_a_backoff_returns_at_once() -> None:
+    app = App("demo", shutdown_grace=2)
+    attempts: list[int] = []
+
+    @app.telemetry("t", interval=1, retry=5, backoff=FixedBackoff(delay=3600, jitter=0))
+    def t() -> dict:
+        attempts.append(1)
+        raise OSError("no such device")
+
+    r = Running(app)
+    with r:
+        r.until(lambda: attempts, "the first attempt")
+        r.clock.wait_for_waiters(2, timeout=BOUND)  # parked in its hour-long backoff
+    assert r.error is None
+    assert len(attempts) == 1
+    assert not any(t.name == "device:t" and t.is_alive() for t in threading.enumerate())
+
+
+# -- failure streaks, availability, breaker ---------------------------------------------------
+
+
+def test_an_unplugged_sensor_reports_once_per_streak_with_reminders_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("demo", error_reminder_interval=10)
+    plugged = threading.Event()
+    failures = iter([OSError("unplugged")] * 11 + [ValueError("bad crc")] * 2)
+
+    calls: list[int] = []
+
+    @app.telemetry("probe", interval=1)
+    def probe() -> dict:
+        calls.append(1)
+        if plugged.is_set():
+            return {"t": 21.5}
+        raise next(failures)
+
+    caplog.set_level(logging.INFO, logger="agent.telemetry")
+    with Running(app) as r:
+        r.until(lambda: errors(r, "probe"), "the first report")
+        assert availability(r, "probe") == ["online", "offline"]
+        assert heartbeat(r)["devices"]["probe"]["status"] == "error"
+        for second in range(1, 13):  # 9 quiet repeats, a reminder at 10 s, then a new type
+            tick(r, 1, lambda s=second: len(calls) == s + 1, f"second {second}")
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+        r.until(lambda: len(errors(r, "probe")) == 3, "reminder and type change")
+        plugged.set()
+        tick(r, 1, lambda: states(r, "probe"), "the recovery")
+        r.until(lambda: availability(r, "probe")[-1] == "online", "back online")
+        assert heartbeat(r)["devices"]["probe"]["status"] == "ok"
+    first, reminder, changed = errors(r, "probe")
+    assert (first["details"]["count"], first["message"]) == (1, "unplugged")
+    assert reminder["details"]["count"] == 11 and reminder["message"] == "unplugged"
+    assert reminder["details"]["first_seen"] == first["details"]["first_seen"]
+    assert (changed["details"]["count"], changed["message"]) == (12, "bad crc")
+    # (the test's simulated reconnects re-publish the current value, offline while failing)
+    changes = [
+        a
+        for i, a in enumerate(availability(r, "probe"))
+        if availability(r, "probe")[i - 1 : i] != [a]
+    ]
+    assert changes[:3] == ["online", "offline", "online"]
+    recovered = [m for m in caplog.messages if "recovered after 13 failed cycle(s) in 13.0 s" in m]
+    assert len(recovered) == 1
+
+
+def test_circuit_breaker_skips_a_cycle_then_probes(caplog: pytest.LogCaptureFixture) -> None:
+    app = App("demo")
+    calls: list[float] = []
+    healthy = threading.Event()
+
+    @app.telemetry("t", interval=1, circuit_breaker=CircuitBreaker(threshold=2))
+    def t(clock: FakeClock) -> dict:
+        calls.append(clock.now())
+        if not healthy.is_set():
+            raise OSError("dead")
+        return {"ok": True}
+
+    caplog.set_level(logging.INFO, logger="agent.telemetry")
+    with Running(app) as r:
+        r.until(lambda: calls == [0.0], "cycle 1 fails")
+        tick(r, 1, lambda: len(calls) == 2, "cycle 2 fails: the circuit opens")
+        assert heartbeat(r)["devices"]["t"]["status"] == "circuit_open"
+        tick(r, 1, lambda: "cycle skipped" in caplog.text, "cycle 3 skipped")
+        tick(r, 1, lambda: len(calls) == 3, "cycle 4 probes and fails: open again")
+        tick(r, 1, lambda: caplog.text.count("cycle skipped") == 2, "cycle 5 skipped")
+        healthy.set()
+        tick(r, 1, lambda: states(r, "t"), "cycle 6 probes and succeeds")
+        assert heartbeat(r)["devices"]["t"]["status"] == "ok"
+    assert calls == [0.0, 1.0, 3.0, 5.0]
+    assert caplog.text.count("circuit opened") == 2
+    assert caplog.text.count("circuit closed") == 1
+    assert len(errors(r, "t")) == 1  # one streak, one report
+
+
+# -- coalescing groups ---------------------------------------------------------------------------
+
+
+def test_a_group_shares_one_thread_and_keeps_each_members_cadence() -> None:
+    app = App("demo")
+    runs: list[tuple[str, float, str]] = []
+
+    def member(name: str) -> Callable[[FakeClock], dict]:
+        def read(clock: FakeClock) -> dict:
+            runs.append((name, clock.now(), threading.current_thread().name))
+            return {"at": clock.now()}
+
+        return read
+
+    app.add_telemetry("fast", member("fast"), interval=1, group="bus")
+    app.add_telemetry("slow", member("slow"), interval=2, group="bus")
+    app.add_telemetry("alone", member("alone"), interval=2)
+
+    with Running(app) as r:
+        r.until(lambda: len(runs) == 3, "the readings at start")
+        r.clock.wait_for_waiters(3, timeout=BOUND)
+        for second in range(1, 5):
+            r.clock.advance(1)
+            # fast every 1 s, slow every 2 s; "alone" is the second of two telemetry workers,
+            # so its cadence is phase-spread by half its interval: 1 + 2k, i.e. at 3
+            expected = 3 + second + second // 2 + (second >= 3)
+            r.until(lambda e=expected: len(runs) == e, f"second {second}")
+            r.clock.wait_for_waiters(3, timeout=BOUND)
+    bus = [(n, t) for n, t, thread in runs if thread == "group:bus"]
+    assert bus == [("fast", 0), ("slow", 0), ("fast", 1), ("fast", 2), ("slow", 2), ("fast", 3),
+                   ("fast", 4), ("slow", 4)]  # fmt: skip
+    assert {thread for n, _t, thread in runs if n == "alone"} == {"device:alone"}
+    assert [t for n, t, _ in runs if n == "alone"] == [0, 3]
+    # members of one instant are handed to MQTT back to back
+    topics = [t for t, _p, _r, _q in r.mqtt.published if t.endswith("/state")]
+    at_two = [t for t in topics if t != "demo/alone/state"][3:5]
+    assert at_two == ["demo/fast/state", "demo/slow/state"]
+
+
+# -- registration and configuration errors ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"publish": OnChange},  # the class, not an instance
+        {"publish": "on change"},
+        {"retry": -1},
+        {"retry": 1.5},
+        {"retry": True},
+        {"retry_on": ()},
+        {"retry_on": (ValueError, "x")},
+        {"retry_on": [OSError]},
+        {"backoff": ExponentialBackoff},
+        {"backoff": 2.0},
+        {"circuit_breaker": CircuitBreaker},
+        {"group": ""},
+        {"group": "  "},
+    ],
+)
+def test_bad_telemetry_options_are_value_errors_at_registration(options: dict) -> None:
+    app = App("demo")
+    with pytest.raises(ValueError) as info:
+        app.add_telemetry("t", lambda: {}, interval=1, **options)
+    assert next(iter(options)) in str(info.value)
+
+
+def test_one_breaker_cannot_serve_two_devices_but_a_strategy_is_copied() -> None:
+    app = App("demo")
+    breaker, strategy = CircuitBreaker(), Every(n=2)
+    app.add_telemetry("a", lambda: {}, interval=1, circuit_breaker=breaker, publish=strategy)
+    with pytest.raises(ValueError, match="already used"):
+        app.add_telemetry("b", lambda: {}, interval=1, circuit_breaker=breaker)
+    app.add_telemetry("c", lambda: {}, interval=1, publish=strategy)
+    a, c = app.registry.get("a"), app.registry.get("c")
+    assert a is not None and c is not None
+    assert a.telemetry.publish is not c.telemetry.publish
+
+
+@pytest.mark.parametrize("bad", [0, -5, "often", None, float("nan")])
+def test_a_bad_interval_function_stops_start_up_with_a_config_error(bad: object) -> None:
+    class MySettings(Settings):
+        poll: float = 1.0
+
+    app = App("demo", settings_class=MySettings)
+    configured: list[str] = []
+
+    @app.on_configure
+    def configure() -> None:
+        configured.append("hook")
+
+    @app.telemetry("meter", interval=lambda s: bad)
+    def meter() -> dict:
+        return {}
+
+    r = Running(app, settings=MySettings())
+    r.thread.start()
+    r.thread.join(BOUND)
+    assert isinstance(r.error, ConfigError), r.error
+    assert "interval of telemetry device 'meter'" in str(r.error)
+    assert configured == ["hook"]  # resolved after the hooks ran
