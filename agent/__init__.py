@@ -33,6 +33,13 @@ from agent.mqtt.port import (
     MqttPort,
     WillConfig,
 )
+from agent.persist import (
+    DeviceStore,
+    PersistPolicy,
+    SaveOnChange,
+    SaveOnPublish,
+    SaveOnShutdown,
+)
 from agent.retry import (
     BackoffStrategy,
     CircuitBreaker,
@@ -41,6 +48,17 @@ from agent.retry import (
     LinearBackoff,
 )
 from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
+from agent.stores import (
+    JsonFileStore,
+    MemoryStore,
+    NullStore,
+    SqliteStore,
+    Store,
+    StoreCorrupt,
+    StoreError,
+    StoreSaveFailed,
+    UnstorableData,
+)
 from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
 
 if TYPE_CHECKING:
@@ -70,6 +88,7 @@ __all__ = [
     "ConfigError",
     "DeviceContext",
     "DeviceStatus",
+    "DeviceStore",
     "ErrorPayload",
     "ErrorPublisher",
     "Every",
@@ -79,10 +98,12 @@ __all__ = [
     "HealthReporter",
     "HeartbeatPayload",
     "InvalidPayload",
+    "JsonFileStore",
     "JsonFormatter",
     "LinearBackoff",
     "LoggingSettings",
     "MedianFilter",
+    "MemoryStore",
     "MessageCallback",
     "MockMqttClient",
     "MqttClient",
@@ -91,13 +112,24 @@ __all__ = [
     "MqttPort",
     "MqttSettings",
     "NullMqttClient",
+    "NullStore",
     "OnChange",
     "OneEuroFilter",
     "PayloadTooLarge",
+    "PersistPolicy",
     "Pt1Filter",
     "PublishStrategy",
+    "SaveOnChange",
+    "SaveOnPublish",
+    "SaveOnShutdown",
     "Settings",
+    "SqliteStore",
+    "Store",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreSaveFailed",
     "SystemClock",
+    "UnstorableData",
     "WillConfig",
     "__version__",
     "build_error_payload",

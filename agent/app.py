@@ -28,9 +28,12 @@ from typing import Any, NoReturn, TypeVar
 from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
+from agent.persist import PersistPolicy
 from agent.registry import IntervalSpec, Kind, Registry, TelemetryOptions
 from agent.retry import BackoffStrategy, CircuitBreaker
+from agent.runtime.persistence import DeviceStores
 from agent.settings import Settings
+from agent.stores import Store
 from agent.strategies import PublishStrategy
 from agent.topics import prefix_problem, validate_name
 
@@ -60,6 +63,7 @@ class App:
         command_queue_size: int = 64,
         shutdown_grace: float = 5.0,
         error_reminder_interval: float | None = 3600.0,
+        store: Store | None = None,
     ) -> None:
         self.name = validate_name(name, "app")
         if prefix_problem(name) is not None:  # without mqtt.topic_prefix the name is the prefix
@@ -88,7 +92,12 @@ class App:
             )
         # A telemetry device that keeps failing reports again this often (None: never).
         self.error_reminder_interval = error_reminder_interval
-        self.registry = Registry()
+        if store is not None and not isinstance(store, Store):
+            raise TypeError(f"store= takes a Store (load and save), got {store!r}")
+        self.store = store
+        # One DeviceStore per device for the App's life, across runs and device restarts.
+        self.device_stores = DeviceStores(store) if store is not None else None
+        self.registry = Registry(has_store=store is not None)
         self.adapters = Adapters()
         self.configure_hooks: list[Callable[..., Any]] = []
         for port_type, spec in (adapters or {}).items():
@@ -147,7 +156,7 @@ class App:
         *,
         interval: IntervalSpec,
         publish: PublishStrategy | None = None,
-        persist: object | None = None,
+        persist: PersistPolicy | None = None,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
         group: str | None = None,
@@ -165,7 +174,8 @@ class App:
         ``(OSError,)``) with ``backoff`` (default :class:`~agent.ExponentialBackoff`) between
         attempts; ``circuit_breaker`` rests a handler that keeps failing (:mod:`agent.retry`).
         Devices with the same ``group`` share one thread and one scheduler job; each keeps
-        its own interval. ``persist`` is the save policy of the device's store.
+        its own interval. ``persist`` (:mod:`agent.persist`) saves the device's
+        ``DeviceStore`` after cycles; it needs ``App(store=...)``.
         """
 
         def decorator(func: F) -> F:
@@ -195,7 +205,7 @@ class App:
         *,
         interval: IntervalSpec,
         publish: PublishStrategy | None = None,
-        persist: object | None = None,
+        persist: PersistPolicy | None = None,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
         group: str | None = None,

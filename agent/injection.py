@@ -79,6 +79,18 @@ def signature_params(
     return params
 
 
+def asks_for(params: Iterable[Param], cls: type) -> Param | None:
+    """The first parameter annotated with ``cls`` (or a subclass, or its name as a string
+    that could not be evaluated), or None."""
+    for param in params:
+        wanted = _unwrap_optional(param.annotation)
+        if isinstance(wanted, str) and wanted.strip("'\"").rpartition(".")[2] == cls.__name__:
+            return param
+        if isinstance(wanted, type) and issubclass(wanted, cls):
+            return param
+    return None
+
+
 def _unwrap_optional(annotation: Any) -> Any:
     """``X | None`` asks for X."""
     args = typing.get_args(annotation)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.injection import Param, check_plain_function, signature_params
+from agent.injection import Param, asks_for, check_plain_function, signature_params
+from agent.persist import DeviceStore, check_policy
 from agent.retry import BackoffStrategy, CircuitBreaker
 from agent.strategies import PublishStrategy
 from agent.topics import validate_name
@@ -41,6 +42,7 @@ class Registration:
     enabled: bool = True
     interval: IntervalSpec | None = None
     telemetry: TelemetryOptions = field(default_factory=lambda: TelemetryOptions())
+    wants_store: bool = False  # a DeviceStore is injected, or persist= saves one
 
     @property
     def accepts_commands(self) -> bool:
@@ -96,6 +98,11 @@ class TelemetryOptions:
         breaker = self.circuit_breaker
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise ValueError(f"circuit_breaker= takes a CircuitBreaker(), got {breaker!r}")
+        if self.persist is not None:
+            try:
+                check_policy(self.persist)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
         return TelemetryOptions(
             publish, self.persist, self.group, retry, self.retry_on, backoff, breaker
         )
@@ -111,10 +118,12 @@ def check_interval(value: object, what: str = "interval") -> float:
 
 
 class Registry:
-    """The devices of one App, in registration order."""
+    """The devices of one App, in registration order. ``has_store``: the App has a store,
+    so devices may ask for a ``DeviceStore`` and use ``persist=``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, has_store: bool = False) -> None:
         self._by_name: dict[str, Registration] = {}
+        self._has_store = has_store
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())
@@ -175,6 +184,13 @@ class Registry:
                     "circuit_breaker=: this CircuitBreaker is already used by another device; "
                     "give each device its own instance"
                 )
+        wants = asks_for([*params, *(init_params or [])], DeviceStore)
+        if not self._has_store and (wants is not None or options.persist is not None):
+            what = f"parameter {wants.name!r} asks for a DeviceStore" if wants else "persist="
+            raise ValueError(
+                f"device {name!r}: {what} but the App has no store; give it one, e.g. "
+                "App(..., store=JsonFileStore('/var/lib/agent/state.json'))"
+            )
         reg = Registration(
             kind=kind,
             name=name,
@@ -186,6 +202,7 @@ class Registry:
             enabled=enabled,
             interval=interval,
             telemetry=options,
+            wants_store=wants is not None or options.persist is not None,
         )
         self._by_name[name] = reg
         return reg

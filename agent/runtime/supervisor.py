@@ -35,6 +35,7 @@ from agent.runtime.scheduler import Scheduler
 from agent.runtime.worker import Member, TelemetryWorker, Worker, report_handler_failure
 from agent.settings import ConfigError
 from agent.settings.conversion import _show
+from agent.stores import STORE_ERROR_TYPES
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ class Runtime:
             )
         self.mqtt = mqtt
         self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
-        self.errors = ErrorPublisher(mqtt, self.prefix, dict(app.error_type_map))
+        error_types = dict(app.error_type_map)
+        if app.device_stores is not None:
+            error_types = {**STORE_ERROR_TYPES, **error_types}
+        self.errors = ErrorPublisher(mqtt, self.prefix, error_types)
         self.reporter = Reporter(self.errors, self.clock)
         self.states = StateCache()
         self.scheduler = Scheduler(self.clock)
@@ -95,6 +99,14 @@ class Runtime:
             type(self.clock): self.clock,
             **adapters,
         }
+        if app.device_stores is not None:
+            registry = app.registry
+
+            def is_root(name: str) -> bool:
+                reg = registry.get(name)
+                return reg is not None and reg.is_root
+
+            app.device_stores.bind(self.errors, is_root)
         routes = self._build_workers(adapters, providers)
         self._wire_mqtt(routes)
         self._enter_lifecycle(adapters, providers)
@@ -150,13 +162,23 @@ class Runtime:
                 states=self.states,
                 on_handler_error=self._handler_error(reg.name, reg.is_root),
             )
+            stores = self.app.device_stores
+            store = stores.for_device(reg) if stores is not None and reg.wants_store else None
             if reg.kind == "telemetry":
-                member = Member(reg, ctx, providers)
+                member = Member(reg, ctx, providers, store)
                 key = group if group is not None else f"\0{reg.name}"  # never a group name
                 groups.setdefault(key, (inbox, []))[1].append(member)
                 continue
             self.workers.append(
-                Worker(reg, ctx, inbox, providers, health=self.health, reporter=self.reporter)
+                Worker(
+                    reg,
+                    ctx,
+                    inbox,
+                    providers,
+                    health=self.health,
+                    reporter=self.reporter,
+                    store=store,
+                )
             )
             if reg.accepts_commands:
                 routes.append(Route(reg.name, reg.is_root, inbox))
@@ -295,17 +317,22 @@ class Runtime:
         for worker in self.workers:
             if worker.thread.ident is not None:
                 worker.thread.join(max(0.0, deadline - real.now()))
-        overrun = [w.thread.name for w in self.workers if w.thread.is_alive()]
+        overrun = [w for w in self.workers if w.thread.is_alive()]
         if overrun:
             log.error(
                 "still running after the %ss grace period, left behind: %s",
                 grace,
-                ", ".join(overrun),
+                ", ".join(w.thread.name for w in overrun),
             )
         try:
             self._stack.close()
         except Exception:
             log.exception("error while exiting the lifespan/adapters")
+        stores = self.app.device_stores
+        if stores is not None:
+            # Best effort for threads that did not end: their own save has not run.
+            stores.save_all([name for w in overrun for name in _device_names(w)])
+            stores.close()
         self.reporter.flush(everything=True)  # what was held back must not be lost
         self.health.shutdown()
         if self._started_mqtt:
@@ -329,6 +356,12 @@ def _phase(index: int, workers: int, interval: float) -> float:
     at most ``interval / PHASE_SLOT`` slots."""
     slots = max(1, min(workers, int(interval / PHASE_SLOT)))
     return (index * slots // workers) / slots * interval
+
+
+def _device_names(worker: Worker | TelemetryWorker) -> list[str]:
+    if isinstance(worker, TelemetryWorker):
+        return [m.reg.name for m in worker.members]
+    return [worker.name]
 
 
 def _crossed_power_of_ten(before: int, now: int) -> bool:

@@ -10,7 +10,9 @@ A cycle, run on the device's (or its group's) thread when a tick arrives:
    published, the strategy not asked); anything else is a ``TypeError``, a failed cycle;
 4. **ask the strategy** — the first reading of a run is always published; later ones when
    ``publish.should_publish(state, last_published)`` says so;
-5. **publish** the state (retained, QoS 1) and **tell** the strategy (``on_published``).
+5. **publish** the state (retained, QoS 1) and **tell** the strategy (``on_published``);
+6. **persist** — after every cycle that called the handler, ``persist=`` decides whether
+   the device's store is saved (:func:`agent.persist.save_after_cycle`).
 
 Failures are reported once per *streak*: the first failed cycle publishes an error payload
 and turns the device ``offline`` (heartbeat status ``error``); further failures of the same
@@ -32,6 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.clock import ClockPort, utc_now
+from agent.persist import DeviceStore, save_after_cycle
 from agent.retry import CLOSED, HALF_OPEN, OPEN, ExponentialBackoff
 from agent.runtime.reporting import Reporter
 
@@ -82,8 +85,10 @@ class TelemetryCycle:
         health: HealthReporter,
         reporter: Reporter,
         reminder_interval: float | None,
+        store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
+        self._store = store
         self.ctx = ctx
         self._call = call
         self._inbox = inbox
@@ -113,27 +118,28 @@ class TelemetryCycle:
             log.info("device %r: circuit open, cycle skipped (next one probes)", self.name)
             self._health.set_device_status(self.name, "circuit_open")
             return
+        published = False
         try:
             result = self._call_with_retries()
-            if result is None:
-                self._succeeded()
-                return
-            if not isinstance(result, dict):
-                raise TypeError(
-                    f"telemetry handler returned {type(result).__name__}; "
-                    "return a dict (the state) or None (publish nothing)"
-                )
-            published = self._offer(result)
+            if result is not None:
+                if not isinstance(result, dict):
+                    raise TypeError(
+                        f"telemetry handler returned {type(result).__name__}; "
+                        "return a dict (the state) or None (publish nothing)"
+                    )
+                published = self._offer(result)
         except _ShutDown:
             return
         except Exception as exc:
             self._failed(exc)
-            return
-        self._succeeded()
-        self.after_cycle(published)
+        else:
+            self._succeeded()
+        self._persist(published)
 
-    def after_cycle(self, published: bool) -> None:
-        """Hook for what follows a good cycle (the persistence policy)."""
+    def _persist(self, published: bool) -> None:
+        # After a failed cycle too: a handler may have changed its store before raising.
+        if self._store is not None:
+            save_after_cycle(self._store, self.reg.telemetry.persist, published=published)  # type: ignore[arg-type]
 
     # -- the steps ----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any
 from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
 from agent.injection import Lazy, resolve
+from agent.persist import DeviceStore, save_at_shutdown
 from agent.registry import Registration
 from agent.runtime.inbox import Inbox, Tick
 from agent.runtime.reporting import Reporter
@@ -53,16 +54,22 @@ def report_handler_failure(
     )
 
 
-def _prepare(reg: Registration, ctx: DeviceContext, shared: dict[Any, object]) -> dict[str, object]:
+def _prepare(
+    reg: Registration, ctx: DeviceContext, shared: dict[Any, object], store: DeviceStore | None
+) -> dict[str, object]:
     """Run the ``init`` factory (its result becomes injectable by type), then resolve the
     handler's parameters from ``shared`` (settings, clock, adapters) and this device's own:
-    its context and its logger (made only if asked for). Built here, once, and dropped:
-    1,000 devices need not keep 1,000 provider tables."""
+    its context, its logger (made only if asked for) and its store, loaded before ``init``.
+    Built here, once, and dropped: 1,000 devices need not keep 1,000 provider tables."""
     providers = {
         **shared,
         DeviceContext: ctx,
         logging.Logger: Lazy(functools.partial(logging.getLogger, f"agent.device.{reg.name}")),
     }
+    if store is not None:
+        if not store.loaded:
+            store.load()  # the same object across restarts: what is in memory is newer
+        providers[DeviceStore] = store
     if reg.init is not None:
         value = reg.init(
             **resolve(
@@ -107,6 +114,7 @@ class Worker:
         *,
         health: Any,
         reporter: Reporter,
+        store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
         self.ctx = ctx
@@ -114,6 +122,7 @@ class Worker:
         self._providers = providers
         self._health = health
         self._reporter = reporter
+        self.store = store
         self.thread = threading.Thread(target=self._run, name=f"device:{reg.name}", daemon=True)
 
     @property
@@ -124,9 +133,16 @@ class Worker:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self.store is not None:
+                save_at_shutdown(self.store)  # on this thread, after the last handler call
+
+    def _serve(self) -> None:
         reg = self.reg
         try:
-            kwargs = _prepare(reg, self.ctx, self._providers)
+            kwargs = _prepare(reg, self.ctx, self._providers, self.store)
         except Exception as exc:
             _fail(reg, exc, "init", self._health, self._reporter)
             return
@@ -184,6 +200,7 @@ class Member:
     reg: Registration
     ctx: DeviceContext
     providers: dict[Any, object]  # shared by all devices (see _prepare)
+    store: DeviceStore | None = None
 
 
 class TelemetryWorker:
@@ -219,6 +236,14 @@ class TelemetryWorker:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # on this thread, after the last cycle
+            for member in self.members:
+                if member.store is not None:
+                    save_at_shutdown(member.store)
+
+    def _serve(self) -> None:
         cycles = [c for c in map(self._cycle, self.members) if c is not None]
         if not cycles:
             return
@@ -239,7 +264,7 @@ class TelemetryWorker:
     def _cycle(self, member: Member) -> TelemetryCycle | None:
         reg = member.reg
         try:
-            kwargs = _prepare(reg, member.ctx, member.providers)
+            kwargs = _prepare(reg, member.ctx, member.providers, member.store)
         except Exception as exc:
             _fail(reg, exc, "init", self._health, self._reporter)
             return None
@@ -253,4 +278,5 @@ class TelemetryWorker:
             health=self._health,
             reporter=self._reporter,
             reminder_interval=self._reminder_interval,
+            store=member.store,
         )
