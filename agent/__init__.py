@@ -11,15 +11,17 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-from agent.app import App
+from agent.app import App, DeviceFailed
 from agent.clock import ClockPort, SystemClock
 from agent.context import AppContext, Command, DeviceContext
 from agent.errors import (
     CommandQueueFull,
     ErrorPayload,
     ErrorPublisher,
+    HandlerStalled,
     InvalidPayload,
     PayloadTooLarge,
+    RestartsExhausted,
     build_error_payload,
 )
 from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
@@ -87,6 +89,7 @@ __all__ = [
     "CommandQueueFull",
     "ConfigError",
     "DeviceContext",
+    "DeviceFailed",
     "DeviceStatus",
     "DeviceStore",
     "ErrorPayload",
@@ -95,6 +98,7 @@ __all__ = [
     "ExponentialBackoff",
     "Filter",
     "FixedBackoff",
+    "HandlerStalled",
     "HealthReporter",
     "HeartbeatPayload",
     "InvalidPayload",
@@ -119,6 +123,7 @@ __all__ = [
     "PersistPolicy",
     "Pt1Filter",
     "PublishStrategy",
+    "RestartsExhausted",
     "SaveOnChange",
     "SaveOnPublish",
     "SaveOnShutdown",

@@ -29,9 +29,10 @@ from agent.adapters import Adapters, AdapterSpec
 from agent.clock import ClockPort
 from agent.injection import check_plain_function, signature_params
 from agent.persist import PersistPolicy
-from agent.registry import IntervalSpec, Kind, Registry, TelemetryOptions
+from agent.registry import DEFAULT, Default, IntervalSpec, Kind, Registry, TelemetryOptions
 from agent.retry import BackoffStrategy, CircuitBreaker
 from agent.runtime.persistence import DeviceStores
+from agent.runtime.restarts import RestartPolicy
 from agent.settings import Settings
 from agent.stores import Store
 from agent.strategies import PublishStrategy
@@ -64,6 +65,12 @@ class App:
         shutdown_grace: float = 5.0,
         error_reminder_interval: float | None = 3600.0,
         store: Store | None = None,
+        restart_after_failures: int = 5,
+        max_restarts: int = 3,
+        restart_cooldown: float = 5.0,
+        sustained_health_reset: float = 300.0,
+        exit_on_device_failure: bool = False,
+        watchdog_stall_limit: float | None = 600.0,
     ) -> None:
         self.name = validate_name(name, "app")
         if prefix_problem(name) is not None:  # without mqtt.topic_prefix the name is the prefix
@@ -73,9 +80,21 @@ class App:
         self.settings_class = settings_class
         self.dry_run = dry_run
         self.heartbeat_interval = heartbeat_interval
-        # Adapter health checks arrive with supervision; the interval is accepted already so
-        # apps written against the reference run unchanged.
+        if health_check_interval is not None and not health_check_interval > 0:
+            raise ValueError(
+                f"health_check_interval must be > 0 or None, got {health_check_interval}"
+            )
         self.health_check_interval = health_check_interval
+        # Supervision (agent/runtime/supervisor.py): restarts of devices and adapters.
+        self.restart_policy = RestartPolicy(
+            restart_after_failures, max_restarts, restart_cooldown, sustained_health_reset
+        )
+        self.exit_on_device_failure = exit_on_device_failure
+        if watchdog_stall_limit is not None and not watchdog_stall_limit > 0:
+            raise ValueError(
+                f"watchdog_stall_limit must be > 0 or None, got {watchdog_stall_limit}"
+            )
+        self.watchdog_stall_limit = watchdog_stall_limit
         if lifespan is not None:
             check_plain_function(lifespan, "lifespan")
         self.lifespan = lifespan
@@ -131,10 +150,13 @@ class App:
         *,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
+        timeout: float | Default | None = DEFAULT,
     ) -> Callable[[F], F]:
-        """Register a device function run once on its own thread (usually a loop)."""
+        """Register a device function run once on its own thread (usually a loop); it is
+        restarted if it raises, or returns early without command handlers. ``timeout``
+        bounds each of its command handlers' calls (default 30 s, None: no bound)."""
 
-        return self._decorator("device", name, init=init, enabled=enabled)
+        return self._decorator("device", name, init=init, enabled=enabled, timeout=timeout)
 
     def add_device(
         self,
@@ -144,10 +166,17 @@ class App:
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
         is_root: bool = False,
+        timeout: float | Default | None = DEFAULT,
     ) -> None:
         """Imperative form of :meth:`device` (named unless ``is_root``)."""
         self.registry.add(
-            "device", _name_of(name), func, init=init, enabled=enabled, is_root=is_root
+            "device",
+            _name_of(name),
+            func,
+            init=init,
+            enabled=enabled,
+            is_root=is_root,
+            timeout=timeout,
         )
 
     def telemetry(
@@ -164,6 +193,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] | None = None,
         backoff: BackoffStrategy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        timeout: float | Default | None = DEFAULT,
     ) -> Callable[[F], F]:
         """Register a handler called every ``interval`` seconds (or a function of the
         settings returning them); a returned dict is published as state, None publishes
@@ -193,6 +223,7 @@ class App:
                 backoff=backoff,
                 circuit_breaker=circuit_breaker,
                 is_root=name is None,
+                timeout=timeout,
             )
             return func
 
@@ -214,6 +245,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] | None = None,
         backoff: BackoffStrategy | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        timeout: float | Default | None = DEFAULT,
     ) -> None:
         """Imperative form of :meth:`telemetry`."""
         self.registry.add(
@@ -227,6 +259,7 @@ class App:
             telemetry=TelemetryOptions(
                 publish, persist, group, retry, retry_on, backoff, circuit_breaker
             ),
+            timeout=timeout,
         )
 
     def command(
@@ -235,11 +268,13 @@ class App:
         *,
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
+        timeout: float | Default | None = DEFAULT,
     ) -> Callable[[F], F]:
         """Register a handler called for each command on ``{prefix}/{name}/set``; parameters
-        named ``topic`` and ``payload`` get the message, a returned dict is published."""
+        named ``topic`` and ``payload`` get the message, a returned dict is published. A
+        call running past ``timeout`` (default 30 s, None: no bound) is reported stalled."""
 
-        return self._decorator("command", name, init=init, enabled=enabled)
+        return self._decorator("command", name, init=init, enabled=enabled, timeout=timeout)
 
     def add_command(
         self,
@@ -249,10 +284,17 @@ class App:
         init: Callable[..., Any] | None = None,
         enabled: bool = True,
         is_root: bool = False,
+        timeout: float | Default | None = DEFAULT,
     ) -> None:
         """Imperative form of :meth:`command`."""
         self.registry.add(
-            "command", _name_of(name), func, init=init, enabled=enabled, is_root=is_root
+            "command",
+            _name_of(name),
+            func,
+            init=init,
+            enabled=enabled,
+            is_root=is_root,
+            timeout=timeout,
         )
 
     def adapter(
@@ -279,11 +321,12 @@ class App:
         clock: ClockPort | None = None,
     ) -> None:
         """Run until shutdown (blocking). SIGTERM/SIGINT start a graceful shutdown when no
-        ``shutdown_event`` is given and this is the main thread.
+        ``shutdown_event`` is given and this is the main thread. Raises :class:`DeviceFailed`
+        after a clean shutdown caused by ``exit_on_device_failure``.
 
         The settings' :meth:`~agent.Settings.load_warnings` (a password in a file other
         users can read) are logged at WARNING first, once per run."""
-        from agent.runtime.supervisor import Runtime
+        from agent.runtime.lifecycle import Runtime
 
         settings = settings if settings is not None else self.settings
         if not logging.getLogger().handlers:
@@ -307,6 +350,8 @@ class App:
             runtime.stop()
             if signals is not None:
                 signals.restore()
+        if runtime.supervisor.exit_code is not None:
+            raise DeviceFailed(runtime.supervisor.exit_code)
 
     def cli(self, argv: list[str] | None = None) -> NoReturn:
         """Run with command-line arguments (``--config``, ``--dry-run``, ...) and exit the
@@ -318,6 +363,16 @@ class App:
 
 def _name_of(name: str | Callable[..., Any]) -> str:
     return name if isinstance(name, str) else name.__name__
+
+
+class DeviceFailed(RuntimeError):
+    """``App.run`` ended because a device was given up and ``exit_on_device_failure`` is
+    set; the CLI exits with :attr:`exit_code` (70, EX_SOFTWARE) so systemd restarts the
+    agent. The shutdown was clean: availability and status are ``offline``."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(f"a device failed for good (exit code {exit_code})")
+        self.exit_code = exit_code
 
 
 class _SignalCatcher:

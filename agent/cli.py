@@ -5,7 +5,9 @@ imports that App (the config file's folder and the working directory are searche
 runs it with the rest of the file as its settings.
 
 Exit codes: 0 after a clean shutdown, 78 (``EX_CONFIG``) for a configuration error — one line
-on stderr naming the file, the key and the fix, no traceback — and 1 for anything unexpected.
+on stderr naming the file, the key and the fix, no traceback — 70 (``EX_SOFTWARE``) after a
+clean shutdown because a device failed for good with ``App(exit_on_device_failure=True)``,
+and 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -84,11 +86,15 @@ def run_app(app: App, argv: list[str] | None = None, *, prog: str | None = None)
     configure_logging(settings.logging, service=app.name, version=app.version)
     if args.dry_run:
         app.dry_run = True
+    from agent.app import DeviceFailed
+
     try:
         app.run(settings=settings)
     except ConfigError as exc:
         print(f"{parser.prog}: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except DeviceFailed as exc:
+        return exc.exit_code  # logged already; the shutdown was clean
     except Exception:
         log.critical("%s stopped by an unexpected error", app.name, exc_info=True)
         return EX_UNEXPECTED

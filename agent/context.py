@@ -102,6 +102,7 @@ class DeviceContext:
         inbox: Inbox | None = None,
         states: StateCache | None = None,
         on_handler_error: Callable[[BaseException, Command], None] | None = None,
+        on_call: Callable[[], Callable[[], None]] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -116,6 +117,7 @@ class DeviceContext:
         self._inbox = inbox if inbox is not None else Inbox(clock)
         self._states = states if states is not None else StateCache()
         self._on_handler_error = on_handler_error
+        self._on_call = on_call  # marks a handler call's start; returns its end (stall watch)
         self._handlers: dict[str | None, CommandHandler] = {}
         self._iterating = False
 
@@ -227,6 +229,12 @@ class DeviceContext:
             raise RuntimeError(f"a command handler for {where} of {self.name!r} is registered")
         self._handlers[sub] = _adapt_handler(handler)
 
+    def forget_handlers(self) -> None:
+        """Drop the registered command handlers (before a device restarts: its fresh call
+        registers them again). Framework-internal."""
+        self._handlers.clear()
+        self._iterating = False
+
     @property
     def command_handler(self) -> CommandHandler | None:
         """The root command handler, or None. Framework-internal."""
@@ -255,10 +263,14 @@ class DeviceContext:
             )
             self._report(err, command)
             return
+        ended = self._on_call() if self._on_call is not None else None
         try:
             handler(command)
         except Exception as exc:  # a handler's failure must not end the device
             self._report(exc, command)
+        finally:
+            if ended is not None:
+                ended()
 
     def _report(self, exc: BaseException, command: Command) -> None:
         if self._on_handler_error is not None:

@@ -20,6 +20,9 @@ merged over them and wins:
   limit (a subclass of :class:`InvalidPayload`, so ``except InvalidPayload`` catches both).
 * :class:`CommandQueueFull` → ``command_overflow``: a device's command queue is full and the
   command was dropped.
+* :class:`HandlerStalled` → ``stalled``: a handler call is past its timeout.
+* :class:`RestartsExhausted` → ``restarts_exhausted``: a device failed again with its restart
+  budget spent; it is not called again.
 
 There is deliberately no "HandlerError" wrapper: the handler's own exception, with its own
 class and message, tells the consumer more, and the exact-class map can name it.
@@ -50,8 +53,10 @@ __all__ = [
     "CommandQueueFull",
     "ErrorPayload",
     "ErrorPublisher",
+    "HandlerStalled",
     "InvalidPayload",
     "PayloadTooLarge",
+    "RestartsExhausted",
     "build_error_payload",
 ]
 
@@ -73,12 +78,22 @@ class CommandQueueFull(RuntimeError):
     """A device's command queue was full, so a command was dropped."""
 
 
+class HandlerStalled(TimeoutError):
+    """A handler call ran past its timeout (the thread cannot be killed: it is reported)."""
+
+
+class RestartsExhausted(RuntimeError):
+    """A device failed again after its restart budget was spent: it is not called again."""
+
+
 #: The framework's default error types (read-only); user maps are merged over it.
 DEFAULT_ERROR_TYPES: Mapping[type[BaseException], str] = MappingProxyType(
     {
         InvalidPayload: "invalid_payload",
         PayloadTooLarge: "payload_too_large",
         CommandQueueFull: "command_overflow",
+        HandlerStalled: "stalled",
+        RestartsExhausted: "restarts_exhausted",
     }
 )
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from agent.clock import utc_now
 from agent.mqtt.port import WillConfig
 from agent.topics import Topics
 
@@ -50,20 +52,31 @@ OFFLINE = "offline"
 
 @dataclass(frozen=True)
 class DeviceStatus:
-    """One device's health in the heartbeat: a free-form ``status`` and optional counters.
+    """One device's health in the heartbeat.
 
-    ``skipped_ticks`` counts scheduler ticks dropped because the device was still busy
-    with the previous one; it appears in :meth:`to_dict` only when non-zero.
+    ``status`` is ``ok``, ``busy`` (slower than its interval: ticks skipped), ``error`` (its
+    last call failed), ``stalled`` (a call is past its timeout), ``circuit_open``,
+    ``restarting`` (waiting for its restart) or ``offline`` (given up). The counters:
+    ``skipped_ticks``; ``failures`` — handler calls failed in a row; ``last_error`` — the
+    exception type of the last failure; ``last_success`` — ISO-8601 UTC time of the last good
+    call; ``restarts`` made. :meth:`to_dict` shows only what is set, to keep a 1,000-device
+    heartbeat small.
     """
 
     status: str = "ok"
     skipped_ticks: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_success: str | None = None
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, object]:
-        """Return ``{"status": ...}`` plus the counters that are non-zero."""
+        """Return ``{"status": ...}`` plus the fields that are set (non-zero, not None)."""
         out: dict[str, object] = {"status": self.status}
-        if self.skipped_ticks:
-            out["skipped_ticks"] = self.skipped_ticks
+        for name in ("skipped_ticks", "failures", "last_error", "last_success", "restarts"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
         return out
 
 
@@ -75,14 +88,17 @@ class HeartbeatPayload:
     uptime_s: float
     version: str
     devices: dict[str, DeviceStatus] = field(default_factory=dict)
+    agent: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        """Return plain JSON data, device entries expanded by :meth:`DeviceStatus.to_dict`."""
+        """Return plain JSON data, device entries expanded by :meth:`DeviceStatus.to_dict`,
+        then the agent's own figures (``mqtt``, ``threads``, ``rss_bytes``, ``adapters``)."""
         return {
             "status": self.status,
             "uptime_s": self.uptime_s,
             "version": self.version,
             "devices": {name: status.to_dict() for name, status in self.devices.items()},
+            **self.agent,
         }
 
     def to_json(self) -> str:
@@ -120,6 +136,9 @@ class HealthReporter:
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
     _tracked: dict[str, _Tracked] = field(init=False, repr=False, default_factory=dict)
     _shut_down: bool = field(init=False, repr=False, default=False)
+    _agent_info: Callable[[], dict[str, object]] | None = field(
+        init=False, repr=False, default=None
+    )
 
     def __post_init__(self) -> None:
         self._topics = Topics(self.topic_prefix)
@@ -132,12 +151,45 @@ class HealthReporter:
     ) -> None:
         """Update (or add) a device's status; ``skipped_ticks=None`` keeps the counter."""
         with self._lock:
-            entry = self._tracked.get(device)
-            if entry is None:
-                entry = self._tracked[device] = _Tracked(DeviceStatus(), False, False)
+            entry = self._entry(device)
             ticks = entry.status.skipped_ticks if skipped_ticks is None else skipped_ticks
             if entry.status.status != status or entry.status.skipped_ticks != ticks:
-                entry.status = DeviceStatus(status, ticks)  # every cycle calls this: no churn
+                # every cycle calls this: no churn when nothing changed
+                entry.status = replace(entry.status, status=status, skipped_ticks=ticks)
+
+    def record_call(self, device: str, error: BaseException | None = None) -> None:
+        """Count a handler call: a success resets ``failures`` and stamps ``last_success``
+        (wall clock, for people); a failure counts and names its type."""
+        with self._lock:
+            entry = self._entry(device)
+            if error is None:
+                entry.status = replace(entry.status, failures=0, last_success=_stamp())
+            else:
+                entry.status = replace(
+                    entry.status,
+                    failures=entry.status.failures + 1,
+                    last_error=type(error).__name__,
+                )
+
+    def set_restarts(self, device: str, restarts: int) -> None:
+        with self._lock:
+            entry = self._entry(device)
+            entry.status = replace(entry.status, restarts=restarts)
+
+    def status_of(self, device: str) -> DeviceStatus | None:
+        with self._lock:
+            entry = self._tracked.get(device)
+            return entry.status if entry is not None else None
+
+    def set_agent_info(self, provider: Callable[[], dict[str, object]] | None) -> None:
+        """Add the agent's own figures to every heartbeat (called when one is built)."""
+        self._agent_info = provider
+
+    def _entry(self, device: str) -> _Tracked:
+        entry = self._tracked.get(device)
+        if entry is None:
+            entry = self._tracked[device] = _Tracked(DeviceStatus(), False, False)
+        return entry
 
     def remove_device(self, device: str) -> None:
         """Stop tracking ``device`` (publishes nothing). Unknown names are ignored."""
@@ -169,8 +221,8 @@ class HealthReporter:
         """
         with self._lock:
             old = self._tracked.get(device)
-            ticks = old.status.skipped_ticks if old is not None else 0
-            self._tracked[device] = _Tracked(DeviceStatus("ok", ticks), is_root, announced=True)
+            status = replace(old.status, status="ok") if old is not None else DeviceStatus()
+            self._tracked[device] = _Tracked(status, is_root, announced=True)
         self._publish(self._topics.availability(device, is_root), ONLINE)
 
     def publish_device_unavailable(
@@ -195,7 +247,9 @@ class HealthReporter:
         uptime = round(max(0.0, self.clock.now() - self._started), 1)
         with self._lock:
             devices = {name: entry.status for name, entry in self._tracked.items()}
-        return HeartbeatPayload(ONLINE, uptime, self.version, devices)
+        provider = self._agent_info
+        agent = provider() if provider is not None else {}
+        return HeartbeatPayload(ONLINE, uptime, self.version, devices, agent)
 
     def publish_heartbeat(self) -> None:
         """Publish the heartbeat JSON, retained, to ``{prefix}/status``.
@@ -233,6 +287,10 @@ class HealthReporter:
             self.mqtt.publish(topic, payload, retain=True, qos=1)
         except Exception as exc:
             logger.warning("could not publish to %s: %r", topic, exc)
+
+
+def _stamp() -> str:
+    return utc_now().replace(microsecond=0).isoformat()
 
 
 def build_will_config(topic_prefix: str) -> WillConfig:

@@ -24,6 +24,16 @@ Kind = Literal["device", "telemetry", "command"]
 IntervalSpec = float | Callable[..., float]
 """Seconds between telemetry readings, or a function of the settings returning them."""
 
+
+class Default:
+    """The type of :data:`DEFAULT`: "use the framework's default" where None means "none"."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = Default()
+
 #: ``@app.command`` handlers receive these by name, per message.
 COMMAND_PARAMS = ("topic", "payload")
 
@@ -43,6 +53,7 @@ class Registration:
     interval: IntervalSpec | None = None
     telemetry: TelemetryOptions = field(default_factory=lambda: TelemetryOptions())
     wants_store: bool = False  # a DeviceStore is injected, or persist= saves one
+    timeout: float | Default | None = DEFAULT  # per handler call; DEFAULT: by kind
 
     @property
     def accepts_commands(self) -> bool:
@@ -149,6 +160,7 @@ class Registry:
         enabled: bool = True,
         interval: IntervalSpec | None = None,
         telemetry: TelemetryOptions | None = None,
+        timeout: float | Default | None = DEFAULT,
     ) -> Registration:
         role = f"@app.{kind} handler"
         check_plain_function(func, role)
@@ -184,6 +196,8 @@ class Registry:
                     "circuit_breaker=: this CircuitBreaker is already used by another device; "
                     "give each device its own instance"
                 )
+        if timeout is not None and not isinstance(timeout, Default):
+            timeout = check_interval(timeout, "timeout")
         wants = asks_for([*params, *(init_params or [])], DeviceStore)
         if not self._has_store and (wants is not None or options.persist is not None):
             what = f"parameter {wants.name!r} asks for a DeviceStore" if wants else "persist="
@@ -203,6 +217,7 @@ class Registry:
             interval=interval,
             telemetry=options,
             wants_store=wants is not None or options.persist is not None,
+            timeout=timeout,
         )
         self._by_name[name] = reg
         return reg

@@ -81,9 +81,10 @@ def write_app(folder: Path, port: int, source: str, *, extra: str = "") -> Path:
 class AgentProcess:
     """``python -m agent --config PATH`` with its stderr kept in a file."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+        """``env``: extra environment variables for the agent (e.g. ``NOTIFY_SOCKET``)."""
         self.log_path = config.parent / "agent.log"
-        env = agent_env()
+        env = {**agent_env(), **(env or {})}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-X", "faulthandler", "-m", "agent", "--config", str(config)],

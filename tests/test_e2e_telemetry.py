@@ -60,7 +60,7 @@ SENSOR_APP = """
 import pathlib
 import agent
 
-app = agent.App("tele", heartbeat_interval=3600)
+app = agent.App("tele", heartbeat_interval=3600, restart_after_failures=1000)
 HERE = pathlib.Path(__file__).parent
 
 

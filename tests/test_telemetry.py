@@ -192,7 +192,7 @@ def test_shutdown_during_a_backoff_returns_at_once() -> None:
 def test_an_unplugged_sensor_reports_once_per_streak_with_reminders_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = App("demo", error_reminder_interval=10)
+    app = App("demo", error_reminder_interval=10, restart_after_failures=100)
     plugged = threading.Event()
     failures = iter([OSError("unplugged")] * 11 + [ValueError("bad crc")] * 2)
 

@@ -81,8 +81,15 @@ class _PahoClient(mqtt.Client):
     last_connect_error: BaseException | None = None
     last_io_error: BaseException | None = None
     before_connect: Callable[[], None] | None = None
+    last_loop = 0.0  # time.monotonic() when the network loop last came round (watchdog)
+
+    def loop_misc(self) -> Any:
+        # paho's loop calls this once per round (at least every second while connected).
+        self.last_loop = time.monotonic()
+        return super().loop_misc()
 
     def reconnect(self) -> Any:
+        self.last_loop = time.monotonic()
         self.last_connect_error = None
         self.last_io_error = None
         if self.before_connect is not None:
@@ -312,7 +319,9 @@ class MqttClient:
         self._message_callbacks: tuple[MessageCallback, ...] = ()
         self._connect_callbacks: tuple[ConnectCallback, ...] = ()
         self._outbox = Outbox(settings.offline_buffer_size, retained_capacity=retained_topics)
-        self._dropped = 0
+        self._dropped = 0  # since the last connection (for its log line)
+        self._dropped_total = 0
+        self._connections = 0
         self._pending: dict[int, Outgoing] = {}  # mid -> message in paho's hands
         self._handing = 0  # messages being handed to paho right now (mid not known yet)
         self._pumping = False  # one thread at a time moves the outbox into paho
@@ -340,6 +349,7 @@ class MqttClient:
             dropped = self._outbox.put(Outgoing(topic, data, qos, bool(retain)))
             if dropped is not None:
                 self._dropped += 1
+                self._dropped_total += 1
                 count = self._dropped
             first = self._claim_locked()
         if first is not None:
@@ -378,6 +388,31 @@ class MqttClient:
         """True once a (re)connect has been fully handled, until the link drops."""
         with self._cond:
             return self._connected
+
+    def stats(self) -> dict[str, object]:
+        """For the heartbeat: connected, reconnects so far, messages waiting in the outbox,
+        messages dropped from it (full while the broker was away or slow)."""
+        with self._cond:
+            return {
+                "connected": self._connected,
+                "reconnects": max(0, self._connections - 1),
+                "queued": len(self._outbox),
+                "dropped": self._dropped_total,
+            }
+
+    def network_problem(self, wedged_after: float = 120.0) -> str | None:
+        """Why paho's network thread is not sound (dead, or no loop round for
+        ``wedged_after`` seconds beyond the reconnect backoff), or None."""
+        client = self._paho
+        if client is None or self._stopping:
+            return None
+        thread = getattr(client, "_thread", None)
+        if isinstance(thread, threading.Thread) and not thread.is_alive():
+            return "the MQTT network thread has died"
+        silent = time.monotonic() - client.last_loop
+        if client.last_loop and silent > self._settings.reconnect_max_delay + wedged_after:
+            return f"the MQTT network loop has not run for {silent:.0f} s"
+        return None
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s until no QoS>0 message is unacknowledged or buffered."""
@@ -537,6 +572,7 @@ class MqttClient:
             callbacks = self._connect_callbacks
             attempts = self._attempts.succeeded()
             dropped, self._dropped = self._dropped, 0
+            self._connections += 1
         if dropped:
             logger.warning(
                 "MQTT: %d message(s) were dropped from the full outbox since the last connection",

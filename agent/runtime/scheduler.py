@@ -218,6 +218,21 @@ class Scheduler:
         self._waker = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._rounds = 0  # loops of the thread, for the watchdog's "not wedged"
+
+    @property
+    def rounds(self) -> int:
+        """Loops of the thread so far: it loops at least once a second while a job runs
+        every second (the runtime's stall check does), so a count that stops moving means a
+        wedged thread (the watchdog's question)."""
+        return self._rounds
+
+    def problem(self) -> str | None:
+        """Why the scheduler thread is not sound (dead), or None."""
+        thread = self._thread
+        if thread is not None and not self._stopping and not thread.is_alive():
+            return "the scheduler thread has died"
+        return None
 
     def every(self, seconds: float, func: Callable[[], object], *, name: str) -> _MonotonicJob:
         """Run ``func`` on the scheduler thread every ``seconds`` (first run one period away)."""
@@ -280,6 +295,7 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while True:
+                self._rounds += 1
                 self._waker.clear()
                 with self._lock:
                     soon = list(self._soon)

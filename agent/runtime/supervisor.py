@@ -1,393 +1,193 @@
-"""The runtime of one ``App.run()``: start everything in order, wait, stop in reverse.
+"""Supervision: never silently dead.
 
-Start: adapters → MQTT port wiring (router, reconnect hook) → adapters entered → lifespan →
-``on_configure`` hooks → MQTT start (never blocks on the broker) → one thread per device →
-the scheduler thread (telemetry ticks, heartbeat).
+The :class:`Supervisor` is what the device threads turn to when something goes wrong, and
+what the systemd watchdog asks before it pings:
 
-Stop (when the shutdown event is set): scheduler stopped → every inbox closed, which wakes
-every ``ctx.sleep`` and ``ctx.commands`` → device threads joined within the grace period
-(real seconds: the bound is for systemd and the user, not for the simulated time of a fake
-clock) → lifespan and adapters exited → ``offline`` for every device and the app, waited for
-until the broker acknowledges → disconnect. A thread that overruns the grace period is named
-in the log; it is a daemon thread, so the process still exits.
+* **failures and restarts** — each device has a :class:`~agent.runtime.restarts.RestartBudget`;
+  a device that needs a restart asks :meth:`Supervisor.restart`, which reports, waits the
+  cooldown (the device shows ``restarting``) and says whether to go on. A spent budget gives
+  the device up: ``offline`` (availability and heartbeat), one ``restarts_exhausted`` error
+  payload with ``details.restarts``; with ``App(exit_on_device_failure=True)`` the agent then
+  shuts down cleanly and exits with 70 (EX_SOFTWARE) so systemd restarts it;
+* **stalls** — every handler call is timed by a :class:`~agent.runtime.stalls.CallWatch`; the
+  :class:`~agent.runtime.stalls.StallMonitor` (once a second, scheduler thread) reports a call
+  past its timeout, and the device recovers when the call returns;
+* **soundness** — :meth:`Supervisor.sound` is the watchdog's question: the scheduler thread
+  and paho's network loop alive and not wedged, no device thread dead outside the restart
+  policy, no stall longer than ``App(watchdog_stall_limit=600)``.
+
+The start and stop order lives in :mod:`agent.runtime.lifecycle`; adapters' health checks in
+:mod:`agent.runtime.adapter_health`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
-from agent import clock as clock_mod
-from agent.clock import ClockPort, SystemClock
-from agent.context import AppContext, Command, DeviceContext, StateCache
-from agent.errors import ErrorPublisher
-from agent.health import HealthReporter, build_will_config
-from agent.injection import call_with_injection
-from agent.registry import Registration, check_interval
+from agent.clock import ClockPort
+from agent.errors import HandlerStalled, RestartsExhausted
+from agent.health import HealthReporter
+from agent.registry import Registration
 from agent.runtime.inbox import Inbox
-from agent.runtime.reporting import REPORT_INTERVAL, Reporter
-from agent.runtime.routing import Route, Router
-from agent.runtime.scheduler import Scheduler
-from agent.runtime.worker import Member, TelemetryWorker, Worker, report_handler_failure
-from agent.settings import ConfigError
-from agent.settings.conversion import _show
-from agent.stores import STORE_ERROR_TYPES
-from agent.topics import Topics
+from agent.runtime.reporting import Reporter
+from agent.runtime.restarts import RestartBudget, RestartPolicy
+from agent.runtime.stalls import CallWatch, StallMonitor
 
-if TYPE_CHECKING:
-    from agent.app import App
+__all__ = ["EX_SOFTWARE", "Supervisor"]
 
-log = logging.getLogger("agent.runtime")
+log = logging.getLogger("agent.supervisor")
+
+EX_SOFTWARE = 70
+"""Exit code when a device failed for good and ``exit_on_device_failure`` is set."""
 
 
-class Runtime:
-    """Everything one run of an App owns; built by ``App.run``."""
+class Supervisor:
+    """Restarts, stalls and the agent's soundness (see the module docstring)."""
 
     def __init__(
         self,
-        app: App,
         *,
-        settings: Any,
-        mqtt: Any | None,
+        policy: RestartPolicy,
+        clock: ClockPort,
+        health: HealthReporter,
+        reporter: Reporter,
         shutdown_event: threading.Event,
-        clock: ClockPort | None,
+        exit_on_device_failure: bool = False,
+        watchdog_stall_limit: float | None = 600.0,
     ) -> None:
-        self.app = app
-        self.settings = settings
-        self.clock: ClockPort = clock if clock is not None else SystemClock()
-        self.shutdown_event = shutdown_event
-        mqtt_settings = settings.mqtt
-        self.prefix = mqtt_settings.topic_prefix or app.name
-        self.topics = Topics(self.prefix)
-        if mqtt is None:
-            from agent.mqtt.paho import MqttClient  # only the real run needs paho
-            from agent.settings import default_client_id
+        self.policy = policy
+        self._clock = clock
+        self._health = health
+        self._reporter = reporter
+        self._shutdown = shutdown_event
+        self._exit_on_failure = exit_on_device_failure
+        self._stall_limit = watchdog_stall_limit
+        self._budgets: dict[str, RestartBudget] = {}
+        self._given_up: set[str] = set()
+        self._lock = threading.Lock()
+        self.stalls = StallMonitor(clock, self._stalled)
+        self.exit_code: int | None = None
+        self._vitals: list[Callable[[], str | None]] = []
 
-            mqtt = MqttClient(
-                mqtt_settings,
-                will=build_will_config(self.prefix),
-                client_id=mqtt_settings.client_id or default_client_id(self.prefix),
-                # a state and an availability per device, and the status: never dropped
-                retained_topics=2 * len(app.registry) + 1,
-            )
-        self.mqtt = mqtt
-        self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
-        error_types = dict(app.error_type_map)
-        if app.device_stores is not None:
-            error_types = {**STORE_ERROR_TYPES, **error_types}
-        self.errors = ErrorPublisher(mqtt, self.prefix, error_types)
-        self.reporter = Reporter(self.errors, self.clock)
-        self.states = StateCache()
-        self.scheduler = Scheduler(self.clock)
-        self.workers: list[Worker] = []
-        self._stack = contextlib.ExitStack()
-        self._started_mqtt = False
+    # -- stalls ---------------------------------------------------------------------------
 
-    # -- start ----------------------------------------------------------------------------
+    def watch(self, reg: Registration, timeout: float | None) -> CallWatch:
+        """The call watch of a device (one per device; its thread marks its calls)."""
+        watch = CallWatch(reg.name, reg.is_root, timeout, self._clock)
+        self.stalls.add(watch)
+        return watch
 
-    def start(self) -> None:
-        """Start everything, in the order of the module docstring."""
-        app, settings = self.app, self.settings
-        adapters = app.adapters.resolve(settings, dry_run=app.dry_run)
-        providers: dict[Any, object] = {
-            type(settings): settings,
-            ClockPort: self.clock,
-            type(self.clock): self.clock,
-            **adapters,
-        }
-        if app.device_stores is not None:
-            registry = app.registry
-
-            def is_root(name: str) -> bool:
-                reg = registry.get(name)
-                return reg is not None and reg.is_root
-
-            app.device_stores.bind(self.errors, is_root)
-        routes = self._build_workers(adapters, providers)
-        self._wire_mqtt(routes)
-        self._enter_lifecycle(adapters, providers)
-        intervals = self._resolve_intervals()  # after the hooks, before anything runs
-        if hasattr(self.mqtt, "start"):
-            self.mqtt.start()
-            self._started_mqtt = True
-        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
-            self._on_connected()  # already connected (a test double): no event will come
-        for worker in self.workers:
-            worker.start()
-        self._schedule_telemetry(intervals)
-        if app.heartbeat_interval:
-            self.scheduler.every(
-                app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
-            )
-        self.scheduler.every(REPORT_INTERVAL, self.reporter.flush, name="error-reports")
-        self.scheduler.start()
-        log.info(
-            "%s %s started: %d device(s), prefix %r",
-            app.name,
-            app.version,
-            len(self.workers),
-            self.prefix,
+    def _stalled(self, watch: CallWatch, now: float) -> None:
+        self._reporter.report(
+            HandlerStalled(f"a handler call of {watch.name!r} has run past its timeout of "
+                           f"{watch.timeout:g} s"),
+            device=watch.name,
+            is_root=watch.is_root,
+            details={"timeout": watch.timeout},
+            log=log,
+            message=f"device {watch.name!r} stalled: a call has run for more than "
+            f"{watch.timeout:g} s",
+        )  # fmt: skip
+        self._health.set_device_status(watch.name, "stalled")
+        self._health.publish_device_unavailable(
+            watch.name, is_root=watch.is_root, keep_tracking=True
         )
 
-    def _build_workers(
-        self, adapters: dict[type, object], providers: dict[Any, object]
-    ) -> list[Route]:
-        """A worker per enabled device — per coalescing group for telemetry devices that
-        share a ``group`` — each with its inbox; the routes of those taking commands."""
-        routes: list[Route] = []
-        groups: dict[str, tuple[Inbox, list[Member]]] = {}
-        for reg in self.app.registry:
-            if not reg.enabled:
-                log.info("device %r is disabled", reg.name)
-                continue
-            group = reg.telemetry.group if reg.kind == "telemetry" else None
-            if group is not None and group in groups:
-                inbox = groups[group][0]
-            else:
-                inbox = Inbox(self.clock, self.app.command_queue_size)
-            ctx = DeviceContext(
-                name=reg.name,
-                settings=self.settings,
-                mqtt=self.mqtt,
-                topic_prefix=self.prefix,
-                shutdown_event=self.shutdown_event,
-                adapters=adapters,
-                clock=self.clock,
-                is_root=reg.is_root,
-                inbox=inbox,
-                states=self.states,
-                on_handler_error=self._handler_error(reg.name, reg.is_root),
-            )
-            stores = self.app.device_stores
-            store = stores.for_device(reg) if stores is not None and reg.wants_store else None
-            if reg.kind == "telemetry":
-                member = Member(reg, ctx, providers, store)
-                key = group if group is not None else f"\0{reg.name}"  # never a group name
-                groups.setdefault(key, (inbox, []))[1].append(member)
-                continue
-            self.workers.append(
-                Worker(
-                    reg,
-                    ctx,
-                    inbox,
-                    providers,
-                    health=self.health,
-                    reporter=self.reporter,
-                    store=store,
-                )
-            )
-            if reg.accepts_commands:
-                routes.append(Route(reg.name, reg.is_root, inbox))
-        for key, (inbox, members) in groups.items():
-            self.workers.append(
-                TelemetryWorker(
-                    key.lstrip("\0"),
-                    members,
-                    inbox,
-                    clock=self.clock,
-                    health=self.health,
-                    reporter=self.reporter,
-                    reminder_interval=self.app.error_reminder_interval,
-                )
-            )
-        return routes
+    def call_returned(self, watch: CallWatch) -> None:
+        """After every handler call, on the device's thread: recover from a stall."""
+        stalled = watch.end()
+        if stalled is not None:
+            log.info("device %r recovered: its call returned after %.1f s", watch.name, stalled)
+            self._health.publish_device_available(watch.name, is_root=watch.is_root)
 
-    def _wire_mqtt(self, routes: list[Route]) -> None:
-        """Inbound routing, command subscriptions and the reconnect hook."""
-        router = Router(
-            self.topics,
-            routes,
-            reporter=self.reporter,
-            clock=self.clock,
-            max_payload_bytes=self.settings.mqtt.max_payload_bytes,
+    # -- restarts -------------------------------------------------------------------------
+
+    def budget(self, name: str) -> RestartBudget:
+        with self._lock:
+            budget = self._budgets.get(name)
+            if budget is None:
+                budget = self._budgets[name] = RestartBudget(self.policy, self._clock)
+            return budget
+
+    def restart(self, reg: Registration, inbox: Inbox, cause: BaseException) -> bool:
+        """On the device's thread, after a failure that calls for a restart: True when the
+        device may start again (the cooldown has passed), False to stop calling it (budget
+        spent — given up — or the agent is shutting down)."""
+        budget = self.budget(reg.name)
+        if not budget.spend():
+            self.give_up(reg, budget.restarts, cause)
+            return False
+        self._health.set_device_status(reg.name, "restarting")
+        self._health.set_restarts(reg.name, budget.restarts)
+        log.warning(
+            "device %r: restart %d of %d in %g s",
+            reg.name,
+            budget.restarts,
+            self.policy.max_restarts,
+            self.policy.cooldown,
         )
-        if hasattr(self.mqtt, "on_message"):
-            self.mqtt.on_message(router.on_message)
-        for topic in router.subscriptions():
-            self.mqtt.subscribe(topic, qos=1)
-        if hasattr(self.mqtt, "on_connect"):
-            self.mqtt.on_connect(self._on_connected)
+        if inbox.wait_closed(self.policy.cooldown):
+            return False
+        budget.restarted()
+        return True
 
-    def _enter_lifecycle(self, adapters: dict[type, object], providers: dict[Any, object]) -> None:
-        """Adapters that are context managers, then the lifespan, then on_configure hooks."""
-        app = self.app
-        for adapter in adapters.values():
-            if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
-                self._stack.enter_context(adapter)  # type: ignore[arg-type]
-        if app.lifespan is not None:
-            manager = app.lifespan(AppContext(settings=self.settings, adapters=adapters))
-            if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
-                raise TypeError(
-                    f"lifespan {app.lifespan.__qualname__!r} returned {type(manager).__name__}, "
-                    "not a context manager: decorate it with contextlib.contextmanager "
-                    "(agent runs no asyncio, so not asynccontextmanager)"
-                )
-            self._stack.enter_context(manager)
-        hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
-        for hook in app.configure_hooks:
-            call_with_injection(hook, hook_providers, "on_configure hook")
+    def give_up(self, reg: Registration, restarts: int, cause: BaseException) -> None:
+        """The device is not called again: offline, reported once; maybe the agent ends."""
+        with self._lock:
+            self._given_up.add(reg.name)
+        self._reporter.report(
+            RestartsExhausted(
+                f"device {reg.name!r} failed again after {restarts} restart(s) "
+                f"({type(cause).__name__}: {cause}); it is not called again"
+            ),
+            device=reg.name,
+            is_root=reg.is_root,
+            details={"restarts": restarts, "cause": type(cause).__name__},
+            log=log,
+            message=f"device {reg.name!r} given up after {restarts} restart(s)",
+            level=logging.ERROR,
+        )
+        self._health.publish_device_unavailable(reg.name, is_root=reg.is_root, keep_tracking=True)
+        self._health.set_device_status(reg.name, "offline")
+        if self._exit_on_failure and not self._shutdown.is_set():
+            log.error("exit_on_device_failure: shutting down with exit code %d", EX_SOFTWARE)
+            self.exit_code = EX_SOFTWARE
+            self._shutdown.set()
 
-    def _resolve_intervals(self) -> dict[str, float]:
-        """Every telemetry device's interval in seconds; a function of the settings is
-        called now, after the ``on_configure`` hooks. A bad one stops start-up with a
-        configuration error naming the device (exit 78 through the CLI)."""
-        intervals: dict[str, float] = {}
-        for worker in self.workers:
-            if isinstance(worker, TelemetryWorker):
-                for member in worker.members:
-                    intervals[member.reg.name] = _interval_of(member.reg, self.settings)
-        return intervals
+    def given_up(self, name: str) -> bool:
+        with self._lock:
+            return name in self._given_up
 
-    def _schedule_telemetry(self, intervals: dict[str, float]) -> None:
-        """One scheduler job per telemetry worker, their phases spread evenly.
+    # -- soundness -----------------------------------------------------------------------
 
-        Worker *w* of *W* starts its cadence ``w/W`` of its interval after now: 1,000
-        devices at 1 s then wake one a millisecond instead of all at once, which would make
-        1,000 threads fight for the GIL and the last one run 100 ms late every second.
-        (The first reading of every device is at start-up, before this.) Ticks that find
-        the previous one still waiting — a slow or retrying device — are skipped, counted
-        and logged at 1, 10, 100…
-        """
-        workers = [w for w in self.workers if isinstance(w, TelemetryWorker)]
-        now = self.clock.now()
-        for index, worker in enumerate(workers):
-            members = [(m.reg.name, intervals[m.reg.name]) for m in worker.members]
-            phase = _phase(index, len(workers), min(seconds for _, seconds in members))
-            self.scheduler.telemetry(
-                members,
-                self._ticker(worker.inbox, intervals),
-                name=f"telemetry:{worker.name}",
-                start=now + phase,
-            )
+    def add_vital(self, check: Callable[[], str | None]) -> None:
+        """A check the watchdog asks: it returns why the agent is unsound, or None."""
+        self._vitals.append(check)
 
-    def _ticker(self, inbox: Inbox, intervals: dict[str, float]) -> Callable[..., None]:
-        skipped: Counter[str] = Counter()
-
-        def tick(due: list[str], missed: dict[str, int]) -> None:
-            counts = Counter(inbox.put_tick(due)) + Counter(missed)
-            for name, n in counts.items():
-                before = skipped[name]
-                skipped[name] += n
-                self.health.set_device_status(name, "busy", skipped_ticks=skipped[name])
-                if _crossed_power_of_ten(before, skipped[name]):
-                    log.warning(
-                        "device %r is slower than its interval of %ss: %d tick(s) skipped so far",
-                        name,
-                        intervals[name],
-                        skipped[name],
-                    )
-
-        return tick
-
-    def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
-        def on_error(exc: BaseException, command: Command) -> None:
-            report_handler_failure(self.reporter, exc, name, is_root, {"topic": command.topic})
-
-        return on_error
-
-    def _on_connected(self) -> None:
-        """After every (re)connect: heartbeat, availability, then the latest states.
-
-        Runs on paho's network thread (framework code only; every publish just queues).
-        """
-        self.health.publish_heartbeat()
-        self.health.republish_availability()
-        for topic, payload in self.states.items():
-            self.mqtt.publish(topic, payload, retain=True, qos=1)
-
-    # -- stop -----------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        grace = self.app.shutdown_grace
-        log.info("shutting down (grace period %ss)", grace)
-        if not self.scheduler.stop(timeout=grace):
-            log.error("the scheduler thread did not stop within %ss", grace)
-        for worker in self.workers:
-            dropped = worker.inbox.close()
-            if dropped:
-                log.warning(
-                    "device %r: %d pending item(s) dropped at shutdown", worker.name, dropped
-                )
-        real = SystemClock()
-        deadline = real.now() + grace
-        for worker in self.workers:
-            if worker.thread.ident is not None:
-                worker.thread.join(max(0.0, deadline - real.now()))
-        overrun = [w for w in self.workers if w.thread.is_alive()]
-        if overrun:
-            log.error(
-                "still running after the %ss grace period, left behind: %s",
-                grace,
-                ", ".join(w.thread.name for w in overrun),
-            )
-        try:
-            self._stack.close()
-        except Exception:
-            log.exception("error while exiting the lifespan/adapters")
-        stores = self.app.device_stores
-        if stores is not None:
-            # Best effort for threads that did not end: their own save has not run.
-            stores.save_all([name for w in overrun for name in _device_names(w)])
-            stores.close()
-        self.reporter.flush(everything=True)  # what was held back must not be lost
-        self.health.shutdown()
-        if self._started_mqtt:
-            if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):
-                log.warning("the broker did not acknowledge the final messages within %ss", grace)
-            self.mqtt.stop()
-        log.info("stopped")
-
-    def wait(self) -> None:
-        """Block the calling (main) thread until shutdown is requested."""
-        clock_mod.wait(SystemClock(), self.shutdown_event, None)
+    def unsound(self) -> str | None:
+        """Why the agent is not sound (see the module docstring), or None when it is."""
+        for check in self._vitals:
+            try:
+                problem = check()
+            except Exception as exc:  # a broken check is itself a reason
+                problem = f"a soundness check failed: {exc!r}"
+            if problem is not None:
+                return problem
+        if self._stall_limit is not None:
+            longest = self.stalls.longest_stall()
+            if longest > self._stall_limit:
+                return f"a device has been stalled for {longest:.0f} s"
+        return None
 
 
-PHASE_SLOT = 0.01
-"""Telemetry phases are multiples of this (seconds): devices that share a slot share a wake
-and their publishes go out together, which costs far less CPU than one wake each."""
+def thread_is_sound(thread: threading.Thread | None, what: str) -> Callable[[], str | None]:
+    """A vital check: ``thread`` (once started) must be alive."""
 
+    def check() -> str | None:
+        if thread is not None and thread.ident is not None and not thread.is_alive():
+            return f"the {what} thread has died"
+        return None
 
-def _phase(index: int, workers: int, interval: float) -> float:
-    """Worker ``index`` of ``workers``: its offset in ``[0, interval)``, spread evenly over
-    at most ``interval / PHASE_SLOT`` slots."""
-    slots = max(1, min(workers, int(interval / PHASE_SLOT)))
-    return (index * slots // workers) / slots * interval
-
-
-def _device_names(worker: Worker | TelemetryWorker) -> list[str]:
-    if isinstance(worker, TelemetryWorker):
-        return [m.reg.name for m in worker.members]
-    return [worker.name]
-
-
-def _crossed_power_of_ten(before: int, now: int) -> bool:
-    """True when a count went from ``before`` to ``now`` past 1, 10, 100, …"""
-    power = 1
-    while power <= now:
-        if before < power:
-            return True
-        power *= 10
-    return False
-
-
-def _interval_of(reg: Registration, settings: Any) -> float:
-    spec = reg.interval
-    key = f"interval of telemetry device {reg.name!r}"
-    if not callable(spec):
-        return float(spec)  # type: ignore[arg-type]  # checked at registration
-    try:
-        value = spec(settings)
-    except Exception as exc:
-        raise ConfigError(
-            key=key, detail=f"its interval function raised {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        return check_interval(value, key)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            key=key, expected="a finite number of seconds > 0", found=_show(value)
-        ) from None
+    return check

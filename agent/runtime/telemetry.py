@@ -37,6 +37,8 @@ from agent.clock import ClockPort, utc_now
 from agent.persist import DeviceStore, save_after_cycle
 from agent.retry import CLOSED, HALF_OPEN, OPEN, ExponentialBackoff
 from agent.runtime.reporting import Reporter
+from agent.runtime.stalls import CallWatch
+from agent.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from agent.context import DeviceContext
@@ -78,19 +80,26 @@ class TelemetryCycle:
         self,
         reg: Registration,
         ctx: DeviceContext,
-        call: Callable[[], object],
+        start: Callable[[], Callable[[], object]],
         *,
         inbox: Inbox,
         clock: ClockPort,
         health: HealthReporter,
         reporter: Reporter,
+        supervisor: Supervisor,
+        watch: CallWatch,
         reminder_interval: float | None,
         store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
         self._store = store
         self.ctx = ctx
-        self._call = call
+        self._start = start  # runs init; returns the handler call
+        self._call: Callable[[], object] | None = None  # None: (re)start due
+        self._start_at = clock.now()
+        self._given_up = False
+        self._supervisor = supervisor
+        self.watch = watch
         self._inbox = inbox
         self._clock = clock
         self._health = health
@@ -114,6 +123,17 @@ class TelemetryCycle:
 
     def run(self) -> None:
         """One cycle. Never raises for anything the handler does."""
+        if self._given_up:
+            return
+        if self._call is None:
+            if self._clock.now() < self._start_at:
+                return  # waiting out a restart's cooldown: no call, no report
+            try:
+                self._call = self._start()
+            except Exception as exc:  # init failed (reported): try again after a cooldown
+                self._plan_restart(exc)
+                return
+            self._supervisor.budget(self.name).restarted()  # healthy time counts from here
         if self._breaker is not None and not self._breaker.should_attempt():
             log.info("device %r: circuit open, cycle skipped (next one probes)", self.name)
             self._health.set_device_status(self.name, "circuit_open")
@@ -147,7 +167,7 @@ class TelemetryCycle:
         attempt = 0
         while True:
             try:
-                return self._call()
+                return self._timed_call()
             except self._retry_on as exc:
                 if attempt >= self._retries:
                     raise
@@ -163,6 +183,35 @@ class TelemetryCycle:
                 )
                 if self._inbox.wait_closed(delay):
                     raise _ShutDown from exc
+
+    def _timed_call(self) -> object:
+        assert self._call is not None
+        self.watch.begin()
+        try:
+            return self._call()
+        finally:
+            self._supervisor.call_returned(self.watch)
+
+    def _plan_restart(self, cause: BaseException) -> None:
+        """Restart the device (its ``init`` again) after the cooldown, if the budget allows;
+        without blocking the thread, which a group's other members share."""
+        self._call = None
+        if not self._supervisor.budget(self.name).spend():
+            self._given_up = True
+            self._supervisor.give_up(self.reg, self._supervisor.budget(self.name).restarts, cause)
+            return
+        budget = self._supervisor.budget(self.name)
+        cooldown = self._supervisor.policy.cooldown
+        log.warning(
+            "device %r: restart %d of %d in %g s",
+            self.name,
+            budget.restarts,
+            budget.policy.max_restarts,
+            cooldown,
+        )
+        self._health.set_device_status(self.name, "restarting")
+        self._health.set_restarts(self.name, budget.restarts)
+        self._start_at = self._clock.now() + cooldown
 
     def _offer(self, state: dict[str, object]) -> bool:
         """Publish ``state`` if it is the first or the strategy wants it; True if published."""
@@ -185,6 +234,7 @@ class TelemetryCycle:
     # -- outcomes -----------------------------------------------------------------------
 
     def _succeeded(self) -> None:
+        self._health.record_call(self.name)
         breaker = self._breaker
         if breaker is not None and breaker.state != CLOSED:
             log.info("device %r: circuit closed, the probe succeeded", self.name)
@@ -202,6 +252,7 @@ class TelemetryCycle:
         self._health.set_device_status(self.name, "ok")
 
     def _failed(self, exc: Exception) -> None:
+        self._health.record_call(self.name, exc)
         self._trip_breaker()
         now = self._clock.now()
         streak = self._streak
@@ -233,6 +284,8 @@ class TelemetryCycle:
                 )
         status = "circuit_open" if self._breaker and self._breaker.state == OPEN else "error"
         self._health.set_device_status(self.name, status)
+        if streak.count % self._supervisor.policy.after_failures == 0:
+            self._plan_restart(exc)
 
     def _trip_breaker(self) -> None:
         breaker = self._breaker

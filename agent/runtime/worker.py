@@ -24,11 +24,14 @@ from typing import Any
 
 from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
+from agent.errors import RestartsExhausted
 from agent.injection import Lazy, resolve
 from agent.persist import DeviceStore, save_at_shutdown
 from agent.registry import Registration
 from agent.runtime.inbox import Inbox, Tick
 from agent.runtime.reporting import Reporter
+from agent.runtime.stalls import CallWatch
+from agent.runtime.supervisor import Supervisor
 from agent.runtime.telemetry import TelemetryCycle
 
 log = logging.getLogger("agent.worker")
@@ -87,7 +90,8 @@ def _prepare(
 
 
 def _fail(reg: Registration, exc: Exception, phase: str, health: Any, reporter: Reporter) -> None:
-    """A device that cannot go on: reported, ``offline``, still listed in the heartbeat."""
+    """A device that cannot go on as it is: reported, ``offline``, still in the heartbeat
+    (the supervisor then restarts it or gives it up)."""
     reporter.report(
         exc,
         device=reg.name,
@@ -98,12 +102,18 @@ def _fail(reg: Registration, exc: Exception, phase: str, health: Any, reporter: 
         level=logging.ERROR,
         traceback=True,
     )
-    health.publish_device_unavailable(reg.name, is_root=reg.is_root)
+    health.record_call(reg.name, exc)
+    health.publish_device_unavailable(reg.name, is_root=reg.is_root, keep_tracking=True)
     health.set_device_status(reg.name, "error")
 
 
+class DeviceReturned(RuntimeError):
+    """A ``@app.device`` function returned while the agent runs, with no command handlers."""
+
+
 class Worker:
-    """Owns the thread of one ``device`` or ``command`` device."""
+    """Owns the thread of one ``device`` or ``command`` device, restarting it as the
+    supervisor allows (:mod:`agent.runtime.supervisor`)."""
 
     def __init__(
         self,
@@ -114,6 +124,8 @@ class Worker:
         *,
         health: Any,
         reporter: Reporter,
+        supervisor: Supervisor,
+        watch: CallWatch,
         store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
@@ -122,6 +134,8 @@ class Worker:
         self._providers = providers
         self._health = health
         self._reporter = reporter
+        self._supervisor = supervisor
+        self._watch = watch
         self.store = store
         self.thread = threading.Thread(target=self._run, name=f"device:{reg.name}", daemon=True)
 
@@ -129,60 +143,94 @@ class Worker:
     def name(self) -> str:
         return self.reg.name
 
+    @property
+    def device_names(self) -> list[str]:
+        return [self.reg.name]
+
     def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
         try:
             self._serve()
+        except BaseException:
+            log.critical("device %r: thread ended unexpectedly", self.reg.name, exc_info=True)
+            raise
         finally:
             if self.store is not None:
                 save_at_shutdown(self.store)  # on this thread, after the last handler call
 
     def _serve(self) -> None:
+        while True:
+            cause = self._run_once()
+            if cause is None or self.inbox.closed:
+                return
+            if not self._supervisor.restart(self.reg, self.inbox, cause):
+                if self._supervisor.given_up(self.reg.name):
+                    self._refuse_commands()
+                return
+            self.ctx.forget_handlers()  # the fresh call registers its own
+
+    def _run_once(self) -> BaseException | None:
+        """Start the device and serve it; the failure that calls for a restart, or None
+        when it ended because the agent is shutting down."""
         reg = self.reg
         try:
             kwargs = _prepare(reg, self.ctx, self._providers, self.store)
         except Exception as exc:
             _fail(reg, exc, "init", self._health, self._reporter)
-            return
+            return exc
         self._health.publish_device_available(reg.name, is_root=reg.is_root)
         try:
             if reg.kind == "command":
-                self._serve_commands(kwargs)
-            else:
-                reg.func(**kwargs)
-                if self.ctx.command_handlers:
-                    self._serve_handlers()
+                return self._serve_commands(kwargs)
+            reg.func(**kwargs)
+            if self.ctx.command_handlers:
+                self._serve_handlers()
+                return None
+            if self.ctx.shutdown_requested or self.inbox.closed:
+                return None
+            raise DeviceReturned(
+                f"device {reg.name!r} returned while the agent runs and registered no "
+                "command handlers (loop until ctx.shutdown_requested)"
+            )
         except Exception as exc:
             _fail(reg, exc, "run", self._health, self._reporter)
-        except BaseException:
-            log.critical("device %r: thread ended by an unexpected exit", reg.name, exc_info=True)
-            raise
+            return exc
 
-    def _serve_commands(self, kwargs: dict[str, object]) -> None:
+    def _serve_commands(self, kwargs: dict[str, object]) -> BaseException | None:
         func = self.reg.func
         names = {p.name for p in self.reg.params if p.annotation is None}
+        failures = 0
         while True:
             item = self.inbox.get()
             if item is None:
-                return
+                return None
             if isinstance(item, Command):
                 per_call = {"topic": item.topic, "payload": item.payload}
                 args = {k: v for k, v in per_call.items() if k in names}
-                self._call(lambda a=args: func(**a, **kwargs), {"topic": item.topic})
+                error = self._call(lambda a=args: func(**a, **kwargs), {"topic": item.topic})
+                failures = 0 if error is None else failures + 1
+                if error is not None and failures >= self._supervisor.policy.after_failures:
+                    return error
 
-    def _call(self, func: Callable[[], Any], details: dict[str, object]) -> None:
-        """One command handler call whose failure is reported and survived."""
+    def _call(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
+        """One command handler call, timed; its failure is reported and survived."""
+        self._watch.begin()
         try:
             result = func()
             if result is not None:
                 self.ctx.publish_state(result)
         except Exception as exc:
             report_handler_failure(self._reporter, exc, self.reg.name, self.reg.is_root, details)
+            self._health.record_call(self.reg.name, exc)
             self._health.set_device_status(self.reg.name, "error")
-        else:
-            self._health.set_device_status(self.reg.name, "ok")
+            return exc
+        finally:
+            self._supervisor.call_returned(self._watch)
+        self._health.record_call(self.reg.name)
+        self._health.set_device_status(self.reg.name, "ok")
+        return None
 
     def _serve_handlers(self) -> None:
         while True:
@@ -191,6 +239,20 @@ class Worker:
                 return
             if isinstance(item, Command):
                 self.ctx.dispatch(item)
+
+    def _refuse_commands(self) -> None:
+        """A device given up: commands still arrive; each is reported, none is handled."""
+        while (item := self.inbox.get()) is not None:
+            if isinstance(item, Command):
+                self._reporter.report(
+                    RestartsExhausted(f"device {self.reg.name!r} was given up: command dropped"),
+                    device=self.reg.name,
+                    is_root=self.reg.is_root,
+                    details={"topic": item.topic},
+                    log=log,
+                    message=f"device {self.reg.name!r} is given up: dropped a command",
+                    count_key="dropped",
+                )
 
 
 @dataclass(frozen=True)
@@ -207,8 +269,8 @@ class TelemetryWorker:
     """Owns the thread of a telemetry device, or of a coalescing group of them.
 
     Each tick names the members due; they run one after another in registration order, each
-    through its :class:`~agent.runtime.telemetry.TelemetryCycle`. A member whose ``init``
-    fails is reported and dropped; the others go on.
+    through its :class:`~agent.runtime.telemetry.TelemetryCycle`, which also starts (runs
+    ``init``) and restarts its device without holding up the others.
     """
 
     def __init__(
@@ -220,17 +282,37 @@ class TelemetryWorker:
         clock: ClockPort,
         health: Any,
         reporter: Reporter,
+        supervisor: Supervisor,
+        timeouts: dict[str, float | None],
         reminder_interval: float | None,
     ) -> None:
         self.name = name
         self.members = members
         self.inbox = inbox
-        self._clock = clock
+        self.cycles = [
+            TelemetryCycle(
+                m.reg,
+                m.ctx,
+                functools.partial(self._start, m),
+                inbox=inbox,
+                clock=clock,
+                health=health,
+                reporter=reporter,
+                supervisor=supervisor,
+                watch=supervisor.watch(m.reg, timeouts.get(m.reg.name)),
+                reminder_interval=reminder_interval,
+                store=m.store,
+            )
+            for m in members
+        ]
         self._health = health
         self._reporter = reporter
-        self._reminder_interval = reminder_interval
         thread_name = f"group:{name}" if members[0].reg.telemetry.group else f"device:{name}"
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    @property
+    def device_names(self) -> list[str]:
+        return [m.reg.name for m in self.members]
 
     def start(self) -> None:
         self.thread.start()
@@ -238,45 +320,33 @@ class TelemetryWorker:
     def _run(self) -> None:
         try:
             self._serve()
+        except BaseException:
+            log.critical("telemetry thread %r ended unexpectedly", self.name, exc_info=True)
+            raise
         finally:  # on this thread, after the last cycle
             for member in self.members:
                 if member.store is not None:
                     save_at_shutdown(member.store)
 
     def _serve(self) -> None:
-        cycles = [c for c in map(self._cycle, self.members) if c is not None]
-        if not cycles:
-            return
-        self.inbox.put_tick([c.name for c in cycles])  # the first reading now, not later
-        try:
-            while True:
-                item = self.inbox.get()
-                if item is None:
-                    return
-                if isinstance(item, Tick):
-                    for cycle in cycles:
-                        if cycle.name in item.due:
-                            cycle.run()
-        except BaseException:
-            log.critical("telemetry thread %r ended unexpectedly", self.name, exc_info=True)
-            raise
+        self.inbox.put_tick([c.name for c in self.cycles])  # the first reading now
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            if isinstance(item, Tick):
+                for cycle in self.cycles:
+                    if cycle.name in item.due:
+                        cycle.run()
 
-    def _cycle(self, member: Member) -> TelemetryCycle | None:
+    def _start(self, member: Member) -> Callable[[], object]:
+        """Run the member's ``init`` and plan its calls; raises what ``init`` raised (the
+        cycle reports it and restarts the device)."""
         reg = member.reg
         try:
             kwargs = _prepare(reg, member.ctx, member.providers, member.store)
         except Exception as exc:
             _fail(reg, exc, "init", self._health, self._reporter)
-            return None
+            raise
         self._health.publish_device_available(reg.name, is_root=reg.is_root)
-        return TelemetryCycle(
-            reg,
-            member.ctx,
-            functools.partial(reg.func, **kwargs),
-            inbox=self.inbox,
-            clock=self._clock,
-            health=self._health,
-            reporter=self._reporter,
-            reminder_interval=self._reminder_interval,
-            store=member.store,
-        )
+        return functools.partial(reg.func, **kwargs)

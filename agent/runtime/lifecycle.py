@@ -1,0 +1,496 @@
+"""The runtime of one ``App.run()``: start everything in order, wait, stop in reverse.
+
+Start: adapters → MQTT port wiring (router, reconnect hook) → adapters entered → lifespan →
+``on_configure`` hooks → MQTT start (never blocks on the broker) → one thread per device →
+the scheduler thread (telemetry ticks, heartbeat).
+
+Stop (when the shutdown event is set): scheduler stopped → every inbox closed, which wakes
+every ``ctx.sleep`` and ``ctx.commands`` → device threads joined within the grace period
+(real seconds: the bound is for systemd and the user, not for the simulated time of a fake
+clock) → lifespan and adapters exited → ``offline`` for every device and the app, waited for
+until the broker acknowledges → disconnect. A thread that overruns the grace period is named
+in the log; it is a daemon thread, so the process still exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agent import clock as clock_mod
+from agent.clock import ClockPort, SystemClock
+from agent.context import AppContext, Command, DeviceContext, StateCache
+from agent.errors import ErrorPublisher
+from agent.health import HealthReporter, build_will_config
+from agent.injection import call_with_injection
+from agent.registry import Default, Registration, check_interval
+from agent.runtime.inbox import Inbox
+from agent.runtime.reporting import REPORT_INTERVAL, Reporter
+from agent.runtime.routing import Route, Router
+from agent.runtime.scheduler import Scheduler
+from agent.runtime.stalls import CallWatch, default_timeout
+from agent.runtime.supervisor import Supervisor
+from agent.runtime.watchdog import SystemdLink, status_line
+from agent.runtime.worker import Member, TelemetryWorker, Worker, report_handler_failure
+from agent.settings import ConfigError
+from agent.settings.conversion import _show
+from agent.stores import STORE_ERROR_TYPES
+from agent.systemd import notifier_from_environment
+from agent.topics import Topics
+
+if TYPE_CHECKING:
+    from agent.app import App
+
+log = logging.getLogger("agent.runtime")
+
+
+class Runtime:
+    """Everything one run of an App owns; built by ``App.run``."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        settings: Any,
+        mqtt: Any | None,
+        shutdown_event: threading.Event,
+        clock: ClockPort | None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock: ClockPort = clock if clock is not None else SystemClock()
+        self.shutdown_event = shutdown_event
+        mqtt_settings = settings.mqtt
+        self.prefix = mqtt_settings.topic_prefix or app.name
+        self.topics = Topics(self.prefix)
+        if mqtt is None:
+            from agent.mqtt.paho import MqttClient  # only the real run needs paho
+            from agent.settings import default_client_id
+
+            mqtt = MqttClient(
+                mqtt_settings,
+                will=build_will_config(self.prefix),
+                client_id=mqtt_settings.client_id or default_client_id(self.prefix),
+                # a state and an availability per device, and the status: never dropped
+                retained_topics=2 * len(app.registry) + 1,
+            )
+        self.mqtt = mqtt
+        self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
+        error_types = dict(app.error_type_map)
+        if app.device_stores is not None:
+            error_types = {**STORE_ERROR_TYPES, **error_types}
+        self.errors = ErrorPublisher(mqtt, self.prefix, error_types)
+        self.reporter = Reporter(self.errors, self.clock)
+        self.supervisor = Supervisor(
+            policy=app.restart_policy,
+            clock=self.clock,
+            health=self.health,
+            reporter=self.reporter,
+            shutdown_event=shutdown_event,
+            exit_on_device_failure=app.exit_on_device_failure,
+            watchdog_stall_limit=app.watchdog_stall_limit,
+        )
+        self.systemd = SystemdLink(notifier_from_environment(), self.supervisor)
+        self.health.set_agent_info(self._agent_info)
+        self.states = StateCache()
+        self.scheduler = Scheduler(self.clock)
+        self.workers: list[Worker | TelemetryWorker] = []
+        self._stack = contextlib.ExitStack()
+        self._started_mqtt = False
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start everything, in the order of the module docstring."""
+        app, settings = self.app, self.settings
+        adapters = app.adapters.resolve(settings, dry_run=app.dry_run)
+        providers: dict[Any, object] = {
+            type(settings): settings,
+            ClockPort: self.clock,
+            type(self.clock): self.clock,
+            **adapters,
+        }
+        if app.device_stores is not None:
+            registry = app.registry
+
+            def is_root(name: str) -> bool:
+                reg = registry.get(name)
+                return reg is not None and reg.is_root
+
+            app.device_stores.bind(self.errors, is_root)
+        routes = self._build_workers(adapters, providers)
+        self._wire_mqtt(routes)
+        self._enter_lifecycle(adapters, providers)
+        intervals = self._resolve_intervals()  # after the hooks, before anything runs
+        if hasattr(self.mqtt, "start"):
+            self.mqtt.start()
+            self._started_mqtt = True
+        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
+            self._on_connected()  # already connected (a test double): no event will come
+        for worker in self.workers:
+            worker.start()
+        self._schedule_telemetry(intervals)
+        if app.heartbeat_interval:
+            self.scheduler.every(
+                app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
+            )
+        self.scheduler.every(REPORT_INTERVAL, self.reporter.flush, name="error-reports")
+        self.scheduler.every(1.0, self.supervisor.stalls.check, name="stalls")
+        if self.systemd.active:
+            self.scheduler.every(1.0, self._update_status, name="systemd-status")
+        self._add_vitals()
+        self.scheduler.start()
+        self.systemd.ready()  # not waiting for the broker: a Pi must boot without a network
+        log.info(
+            "%s %s started: %d device(s), prefix %r",
+            app.name,
+            app.version,
+            len(self.workers),
+            self.prefix,
+        )
+
+    def _build_workers(
+        self, adapters: dict[type, object], providers: dict[Any, object]
+    ) -> list[Route]:
+        """A worker per enabled device — per coalescing group for telemetry devices that
+        share a ``group`` — each with its inbox; the routes of those taking commands."""
+        routes: list[Route] = []
+        groups: dict[str, tuple[Inbox, list[Member]]] = {}
+        for reg in self.app.registry:
+            if not reg.enabled:
+                log.info("device %r is disabled", reg.name)
+                continue
+            group = reg.telemetry.group if reg.kind == "telemetry" else None
+            if group is not None and group in groups:
+                inbox = groups[group][0]
+            else:
+                inbox = Inbox(self.clock, self.app.command_queue_size)
+            watch = None
+            if reg.kind != "telemetry":  # telemetry watches are made by their worker
+                watch = self.supervisor.watch(reg, _timeout_of(reg, None))
+            ctx = DeviceContext(
+                name=reg.name,
+                settings=self.settings,
+                mqtt=self.mqtt,
+                topic_prefix=self.prefix,
+                shutdown_event=self.shutdown_event,
+                adapters=adapters,
+                clock=self.clock,
+                is_root=reg.is_root,
+                inbox=inbox,
+                states=self.states,
+                on_handler_error=self._handler_error(reg.name, reg.is_root),
+                on_call=self._call_marker(watch) if watch is not None else None,
+            )
+            stores = self.app.device_stores
+            store = stores.for_device(reg) if stores is not None and reg.wants_store else None
+            if reg.kind == "telemetry":
+                member = Member(reg, ctx, providers, store)
+                key = group if group is not None else f"\0{reg.name}"  # never a group name
+                groups.setdefault(key, (inbox, []))[1].append(member)
+                continue
+            self.workers.append(
+                Worker(
+                    reg,
+                    ctx,
+                    inbox,
+                    providers,
+                    health=self.health,
+                    reporter=self.reporter,
+                    supervisor=self.supervisor,
+                    watch=watch,  # type: ignore[arg-type]
+                    store=store,
+                )
+            )
+            if reg.accepts_commands:
+                routes.append(Route(reg.name, reg.is_root, inbox))
+        for key, (inbox, members) in groups.items():
+            self.workers.append(
+                TelemetryWorker(
+                    key.lstrip("\0"),
+                    members,
+                    inbox,
+                    clock=self.clock,
+                    health=self.health,
+                    reporter=self.reporter,
+                    supervisor=self.supervisor,
+                    timeouts={},  # set once the intervals are known (_resolve_intervals)
+                    reminder_interval=self.app.error_reminder_interval,
+                )
+            )
+        return routes
+
+    def _add_vitals(self) -> None:
+        """What the watchdog checks before each ping (besides long stalls)."""
+        supervisor, shutdown, scheduler = self.supervisor, self.shutdown_event, self.scheduler
+        supervisor.add_vital(scheduler.problem)
+        real = SystemClock()  # the watchdog's question is in systemd's seconds
+        progress = [scheduler.rounds, real.now()]
+
+        def scheduler_moves() -> str | None:
+            now = real.now()
+            if scheduler.rounds != progress[0]:
+                progress[:] = [scheduler.rounds, now]
+                return None
+            if now - progress[1] > SCHEDULER_WEDGED:
+                return f"the scheduler thread is wedged (no round for {now - progress[1]:.0f} s)"
+            return None
+
+        supervisor.add_vital(scheduler_moves)
+        network_problem = getattr(self.mqtt, "network_problem", None)
+        if callable(network_problem):
+            supervisor.add_vital(network_problem)
+        workers = self.workers
+
+        def devices() -> str | None:
+            if shutdown.is_set():
+                return None
+            dead = [w.thread.name for w in workers if w.thread.ident and not w.thread.is_alive()]
+            return f"device thread(s) died: {', '.join(dead)}" if dead else None
+
+        supervisor.add_vital(devices)
+
+    def _update_status(self) -> None:
+        connected = getattr(self.mqtt, "connected", None)
+        self.systemd.status(status_line(self.health, connected))
+
+    def _agent_info(self) -> dict[str, object]:
+        """The agent's own figures in the heartbeat."""
+        info: dict[str, object] = {}
+        stats = getattr(self.mqtt, "stats", None)
+        if callable(stats):
+            info["mqtt"] = stats()
+        info["threads"] = threading.active_count()
+        rss = _resident_bytes()
+        if rss is not None:
+            info["rss_bytes"] = rss
+        return info
+
+    def _call_marker(self, watch: CallWatch) -> Callable[[], Callable[[], None]]:
+        """For a device's context: mark a command handler's call start; returns its end."""
+        supervisor = self.supervisor
+
+        def begin() -> Callable[[], None]:
+            watch.begin()
+            return functools.partial(supervisor.call_returned, watch)
+
+        return begin
+
+    def _wire_mqtt(self, routes: list[Route]) -> None:
+        """Inbound routing, command subscriptions and the reconnect hook."""
+        router = Router(
+            self.topics,
+            routes,
+            reporter=self.reporter,
+            clock=self.clock,
+            max_payload_bytes=self.settings.mqtt.max_payload_bytes,
+        )
+        if hasattr(self.mqtt, "on_message"):
+            self.mqtt.on_message(router.on_message)
+        for topic in router.subscriptions():
+            self.mqtt.subscribe(topic, qos=1)
+        if hasattr(self.mqtt, "on_connect"):
+            self.mqtt.on_connect(self._on_connected)
+
+    def _enter_lifecycle(self, adapters: dict[type, object], providers: dict[Any, object]) -> None:
+        """Adapters that are context managers, then the lifespan, then on_configure hooks."""
+        app = self.app
+        for adapter in adapters.values():
+            if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
+                self._stack.enter_context(adapter)  # type: ignore[arg-type]
+        if app.lifespan is not None:
+            manager = app.lifespan(AppContext(settings=self.settings, adapters=adapters))
+            if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
+                raise TypeError(
+                    f"lifespan {app.lifespan.__qualname__!r} returned {type(manager).__name__}, "
+                    "not a context manager: decorate it with contextlib.contextmanager "
+                    "(agent runs no asyncio, so not asynccontextmanager)"
+                )
+            self._stack.enter_context(manager)
+        hook_providers = {**providers, logging.Logger: logging.getLogger(f"agent.{app.name}")}
+        for hook in app.configure_hooks:
+            call_with_injection(hook, hook_providers, "on_configure hook")
+
+    def _resolve_intervals(self) -> dict[str, float]:
+        """Every telemetry device's interval in seconds; a function of the settings is
+        called now, after the ``on_configure`` hooks. A bad one stops start-up with a
+        configuration error naming the device (exit 78 through the CLI)."""
+        intervals: dict[str, float] = {}
+        for worker in self.workers:
+            if isinstance(worker, TelemetryWorker):
+                for cycle in worker.cycles:
+                    seconds = intervals[cycle.name] = _interval_of(cycle.reg, self.settings)
+                    cycle.watch.timeout = _timeout_of(cycle.reg, seconds)
+        return intervals
+
+    def _schedule_telemetry(self, intervals: dict[str, float]) -> None:
+        """One scheduler job per telemetry worker, their phases spread evenly.
+
+        Worker *w* of *W* starts its cadence ``w/W`` of its interval after now: 1,000
+        devices at 1 s then wake one a millisecond instead of all at once, which would make
+        1,000 threads fight for the GIL and the last one run 100 ms late every second.
+        (The first reading of every device is at start-up, before this.) Ticks that find
+        the previous one still waiting — a slow or retrying device — are skipped, counted
+        and logged at 1, 10, 100…
+        """
+        workers = [w for w in self.workers if isinstance(w, TelemetryWorker)]
+        now = self.clock.now()
+        for index, worker in enumerate(workers):
+            members = [(m.reg.name, intervals[m.reg.name]) for m in worker.members]
+            phase = _phase(index, len(workers), min(seconds for _, seconds in members))
+            self.scheduler.telemetry(
+                members,
+                self._ticker(worker.inbox, intervals),
+                name=f"telemetry:{worker.name}",
+                start=now + phase,
+            )
+
+    def _ticker(self, inbox: Inbox, intervals: dict[str, float]) -> Callable[..., None]:
+        skipped: Counter[str] = Counter()
+
+        def tick(due: list[str], missed: dict[str, int]) -> None:
+            counts = Counter(inbox.put_tick(due)) + Counter(missed)
+            for name, n in counts.items():
+                before = skipped[name]
+                skipped[name] += n
+                self.health.set_device_status(name, "busy", skipped_ticks=skipped[name])
+                if _crossed_power_of_ten(before, skipped[name]):
+                    log.warning(
+                        "device %r is slower than its interval of %ss: %d tick(s) skipped so far",
+                        name,
+                        intervals[name],
+                        skipped[name],
+                    )
+
+        return tick
+
+    def _handler_error(self, name: str, is_root: bool):  # type: ignore[no-untyped-def]
+        def on_error(exc: BaseException, command: Command) -> None:
+            report_handler_failure(self.reporter, exc, name, is_root, {"topic": command.topic})
+
+        return on_error
+
+    def _on_connected(self) -> None:
+        """After every (re)connect: heartbeat, availability, then the latest states.
+
+        Runs on paho's network thread (framework code only; every publish just queues).
+        """
+        self.health.publish_heartbeat()
+        self.health.republish_availability()
+        for topic, payload in self.states.items():
+            self.mqtt.publish(topic, payload, retain=True, qos=1)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        grace = self.app.shutdown_grace
+        log.info("shutting down (grace period %ss)", grace)
+        self.systemd.stopping()
+        if not self.scheduler.stop(timeout=grace):
+            log.error("the scheduler thread did not stop within %ss", grace)
+        for worker in self.workers:
+            dropped = worker.inbox.close()
+            if dropped:
+                log.warning(
+                    "device %r: %d pending item(s) dropped at shutdown", worker.name, dropped
+                )
+        real = SystemClock()
+        deadline = real.now() + grace
+        for worker in self.workers:
+            if worker.thread.ident is not None:
+                worker.thread.join(max(0.0, deadline - real.now()))
+        overrun = [w for w in self.workers if w.thread.is_alive()]
+        if overrun:
+            log.error(
+                "still running after the %ss grace period, left behind: %s",
+                grace,
+                ", ".join(w.thread.name for w in overrun),
+            )
+        try:
+            self._stack.close()
+        except Exception:
+            log.exception("error while exiting the lifespan/adapters")
+        stores = self.app.device_stores
+        if stores is not None:
+            # Best effort for threads that did not end: their own save has not run.
+            stores.save_all([name for w in overrun for name in w.device_names])
+            stores.close()
+        self.reporter.flush(everything=True)  # what was held back must not be lost
+        self.health.shutdown()
+        if self._started_mqtt:
+            if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):
+                log.warning("the broker did not acknowledge the final messages within %ss", grace)
+            self.mqtt.stop()
+        self.systemd.close()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        """Block the calling (main) thread until shutdown is requested."""
+        clock_mod.wait(SystemClock(), self.shutdown_event, None)
+
+
+SCHEDULER_WEDGED = 10.0
+"""Real seconds without a scheduler round (it has a job every second) that mean it is stuck."""
+
+PHASE_SLOT = 0.01
+"""Telemetry phases are multiples of this (seconds): devices that share a slot share a wake
+and their publishes go out together, which costs far less CPU than one wake each."""
+
+
+def _phase(index: int, workers: int, interval: float) -> float:
+    """Worker ``index`` of ``workers``: its offset in ``[0, interval)``, spread evenly over
+    at most ``interval / PHASE_SLOT`` slots."""
+    slots = max(1, min(workers, int(interval / PHASE_SLOT)))
+    return (index * slots // workers) / slots * interval
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident memory, from /proc/self/status (Linux), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _timeout_of(reg: Registration, interval: float | None) -> float | None:
+    if isinstance(reg.timeout, Default):
+        return default_timeout(reg.kind, interval)
+    return reg.timeout
+
+
+def _crossed_power_of_ten(before: int, now: int) -> bool:
+    """True when a count went from ``before`` to ``now`` past 1, 10, 100, …"""
+    power = 1
+    while power <= now:
+        if before < power:
+            return True
+        power *= 10
+    return False
+
+
+def _interval_of(reg: Registration, settings: Any) -> float:
+    spec = reg.interval
+    key = f"interval of telemetry device {reg.name!r}"
+    if not callable(spec):
+        return float(spec)  # type: ignore[arg-type]  # checked at registration
+    try:
+        value = spec(settings)
+    except Exception as exc:
+        raise ConfigError(
+            key=key, detail=f"its interval function raised {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        return check_interval(value, key)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            key=key, expected="a finite number of seconds > 0", found=_show(value)
+        ) from None

@@ -1,0 +1,81 @@
+"""Restart budgets: how often a device or an adapter may be restarted before agent gives up.
+
+The App's four knobs (the reference's, applied to adapters *and* devices here):
+
+* ``restart_after_failures`` (5) — a telemetry or command handler that failed this many calls
+  in a row (a success breaks the streak) is restarted: its ``init`` runs again;
+* ``restart_cooldown`` (5 s) — the wait before each restart;
+* ``max_restarts`` (3) — restarts allowed; once spent, the device (or adapter) is given up;
+* ``sustained_health_reset`` (300 s) — that long without a failure, and the count starts
+  again from zero: a device that fails once a week is never given up.
+
+A ``@app.device`` loop that raises, or returns while the agent is not shutting down and
+without command handlers, is restarted the same way, under the same budget. Time is the
+clock port's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.clock import ClockPort
+
+__all__ = ["RestartBudget", "RestartPolicy"]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """The App's restart settings (see the module docstring)."""
+
+    after_failures: int = 5
+    max_restarts: int = 3
+    cooldown: float = 5.0
+    sustained_reset: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("after_failures", "max_restarts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{_arg(name)} must be a whole number >= 0, got {value!r}")
+        if self.after_failures < 1:
+            raise ValueError(f"restart_after_failures must be >= 1, got {self.after_failures}")
+        for name in ("cooldown", "sustained_reset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{_arg(name)} must be a number of seconds >= 0, got {value!r}")
+
+
+def _arg(name: str) -> str:
+    return {
+        "after_failures": "restart_after_failures",
+        "max_restarts": "max_restarts",
+        "cooldown": "restart_cooldown",
+        "sustained_reset": "sustained_health_reset",
+    }[name]
+
+
+class RestartBudget:
+    """The restarts one device or adapter has used. Not thread-safe: one owner."""
+
+    def __init__(self, policy: RestartPolicy, clock: ClockPort) -> None:
+        self.policy = policy
+        self._clock = clock
+        self.restarts = 0
+        self._last_trouble = clock.now()  # the last failure or (re)start
+
+    def spend(self) -> bool:
+        """A failure calls for a restart: True if one is allowed (and counted), False when
+        the budget is spent. A failure after ``sustained_reset`` healthy seconds first
+        resets the count."""
+        now = self._clock.now()
+        if now - self._last_trouble >= self.policy.sustained_reset:
+            self.restarts = 0
+        self._last_trouble = now
+        if self.restarts >= self.policy.max_restarts:
+            return False
+        self.restarts += 1
+        return True
+
+    def restarted(self) -> None:
+        """The restart happened: healthy time counts from now."""
+        self._last_trouble = self._clock.now()
