@@ -23,6 +23,7 @@ merged over them and wins:
 * :class:`HandlerStalled` → ``stalled``: a handler call is past its timeout.
 * :class:`RestartsExhausted` → ``restarts_exhausted``: a device failed again with its restart
   budget spent; it is not called again.
+* :class:`AdapterUnhealthy` → ``adapter_unhealthy``: an adapter failed its health check.
 
 There is deliberately no "HandlerError" wrapper: the handler's own exception, with its own
 class and message, tells the consumer more, and the exact-class map can name it.
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ERROR_TYPES",
+    "AdapterUnhealthy",
     "CommandQueueFull",
     "ErrorPayload",
     "ErrorPublisher",
@@ -82,6 +84,10 @@ class HandlerStalled(TimeoutError):
     """A handler call ran past its timeout (the thread cannot be killed: it is reported)."""
 
 
+class AdapterUnhealthy(RuntimeError):
+    """An adapter failed its health check: it raised (the cause), returned false, or overran."""
+
+
 class RestartsExhausted(RuntimeError):
     """A device failed again after its restart budget was spent: it is not called again."""
 
@@ -94,6 +100,7 @@ DEFAULT_ERROR_TYPES: Mapping[type[BaseException], str] = MappingProxyType(
         CommandQueueFull: "command_overflow",
         HandlerStalled: "stalled",
         RestartsExhausted: "restarts_exhausted",
+        AdapterUnhealthy: "adapter_unhealthy",
     }
 )
 

@@ -139,6 +139,7 @@ class HealthReporter:
     _agent_info: Callable[[], dict[str, object]] | None = field(
         init=False, repr=False, default=None
     )
+    _held_offline: Callable[[str], bool] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._topics = Topics(self.topic_prefix)
@@ -181,6 +182,11 @@ class HealthReporter:
             entry = self._tracked.get(device)
             return entry.status if entry is not None else None
 
+    def hold_offline(self, held: Callable[[str], bool] | None) -> None:
+        """``held(device)`` True keeps the device ``offline`` whatever it announces itself
+        (an adapter it uses is down); its ``online`` waits for the hold's end."""
+        self._held_offline = held
+
     def set_agent_info(self, provider: Callable[[], dict[str, object]] | None) -> None:
         """Add the agent's own figures to every heartbeat (called when one is built)."""
         self._agent_info = provider
@@ -219,11 +225,13 @@ class HealthReporter:
         Announcing again (after a reconnect) resets the status to ``ok`` but keeps the
         counters: they count since the agent started.
         """
+        held = self._held_offline is not None and self._held_offline(device)
         with self._lock:
             old = self._tracked.get(device)
             status = replace(old.status, status="ok") if old is not None else DeviceStatus()
-            self._tracked[device] = _Tracked(status, is_root, announced=True)
-        self._publish(self._topics.availability(device, is_root), ONLINE)
+            self._tracked[device] = _Tracked(status, is_root, announced=True, online=not held)
+        if not held:
+            self._publish(self._topics.availability(device, is_root), ONLINE)
 
     def publish_device_unavailable(
         self, device: str, *, is_root: bool = False, keep_tracking: bool = False

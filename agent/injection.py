@@ -86,9 +86,16 @@ def asks_for(params: Iterable[Param], cls: type) -> Param | None:
         wanted = _unwrap_optional(param.annotation)
         if isinstance(wanted, str) and wanted.strip("'\"").rpartition(".")[2] == cls.__name__:
             return param
-        if isinstance(wanted, type) and issubclass(wanted, cls):
+        if wanted is cls or (isinstance(wanted, type) and _subclass(wanted, cls)):
             return param
     return None
+
+
+def _subclass(candidate: type, cls: type) -> bool:
+    try:
+        return issubclass(candidate, cls)
+    except TypeError:  # a Protocol that is not runtime_checkable: only itself matches
+        return False
 
 
 def _unwrap_optional(annotation: Any) -> Any:

@@ -66,10 +66,10 @@ def test_a_device_that_always_raises_is_restarted_then_given_up_the_rest_goes_on
     gaps = [_seconds(later) - _seconds(earlier) for earlier, later in itertools.pairwise(stamps)]
     assert all(gap >= 1.1 for gap in gaps), gaps  # the cooldown, honoured
     changes = [p for p, _ in itertools.groupby(payloads(observer, "sup/pump/availability"))]
-    # Up and down three times (start, two restarts), down for good; the very first "online"
-    # may be superseded by "offline" in the outbox before the connection is up.
-    assert changes in ([b"online", b"offline"] * 3, [b"offline", b"online", b"offline"] * 1
-                       + [b"online", b"offline"]), changes  # fmt: skip
+    # Up and down with each start, down for good at the end. (A retained "online" that is
+    # still waiting in the outbox when "offline" follows is superseded: only the latest
+    # state of a topic matters, so the exact count of ups is not part of the contract.)
+    assert changes[-1] == b"offline" and b"online" in changes, changes
     beat = observer.wait_for(
         "sup/status",
         lambda m: (
@@ -279,3 +279,114 @@ def test_ready_does_not_wait_for_the_broker(tmp_path: Path, notify_socket: Notif
     finally:
         assert agent.terminate() == 0
     assert os.path.exists(notify_socket.path)
+
+
+ADAPTER_APP = """
+import pathlib
+import threading
+from typing import Protocol
+
+import agent
+
+HERE = pathlib.Path(__file__).parent
+
+
+class MeterPort(Protocol):
+    def read(self) -> float: ...
+
+
+class SerialMeter:
+    '''Its health is whatever the test writes into the file "health": ok, fail or hang.'''
+
+    def __init__(self) -> None:
+        self.stuck = threading.Event()
+
+    def read(self) -> float:
+        return 1.0
+
+    def health_check(self) -> bool:
+        mode = (HERE / "health").read_text().strip()
+        if mode == "hang":
+            self.stuck.wait(30)  # a check that never answers in time
+        return mode == "ok"
+
+    def reset(self) -> None:
+        # As closing and reopening a port ends a read that hangs on it, and cures the hang.
+        if (HERE / "health").read_text().strip() == "hang":
+            (HERE / "health").write_text("ok")
+        self.stuck.set()
+        self.stuck = threading.Event()
+        with open(HERE / "resets", "a") as resets:
+            resets.write("x")
+
+
+app = agent.App(
+    "sup",
+    heartbeat_interval=0.25,
+    health_check_interval=0.3,
+    restart_after_failures=3,
+    restart_cooldown=0.2,
+    max_restarts=1,
+    adapters={MeterPort: SerialMeter},
+)
+
+
+@app.telemetry("meter", interval=0.2)
+def meter(port: MeterPort) -> dict:
+    return {"v": port.read()}
+"""
+
+
+def _adapter_status(observer: Observer) -> str | None:
+    beats = [m for m in observer.messages("sup/status") if m.payload.startswith(b"{")]
+    if not beats:
+        return None
+    return json.loads(beats[-1].payload).get("adapters", {}).get("MeterPort", {}).get("status")
+
+
+def test_an_adapter_that_fails_hangs_and_recovers_under_its_budget(
+    broker: Mosquitto, observer: Observer, tmp_path: Path, run_agent
+) -> None:
+    health = tmp_path / "health"
+    health.write_text("ok")
+    agent = run_agent(write_app(tmp_path, broker.port, ADAPTER_APP))
+
+    def meter_is(state: bytes) -> None:
+        eventually(
+            lambda: payloads(observer, "sup/meter/availability")[-1:] == [state],
+            BOUND,
+            f"meter {state!r}",
+            describe=lambda: f"{payloads(observer, 'sup/meter/availability')}\n{agent.log()}",
+        )
+
+    meter_is(b"online")
+    eventually(lambda: _adapter_status(observer) == "ok", BOUND, "adapter ok")
+
+    health.write_text("fail")  # one failed check: the meter goes offline
+    meter_is(b"offline")
+    report = json.loads(observer.wait_for("sup/error", timeout=BOUND).payload)
+    assert report["error_type"] == "adapter_unhealthy"
+    assert report["details"] == {"adapter": "MeterPort", "reason": "returned_false"}
+    health.write_text("ok")  # recovered before a restart was due
+    meter_is(b"online")
+    assert not (tmp_path / "resets").exists()
+
+    health.write_text("hang")  # overruns count as failures: after three, a restart
+    eventually(lambda: (tmp_path / "resets").exists(), BOUND, "reset()", describe=agent.log)
+    assert payloads(observer, "sup/meter/availability").count(b"offline") == 2  # the hang
+    meter_is(b"online")  # the reset cured the hang
+    eventually(lambda: _adapter_status(observer) == "ok", BOUND, "adapter ok again")
+
+    health.write_text("fail")  # the budget (one restart) is spent: given up
+    eventually(lambda: _adapter_status(observer) == "failed", BOUND, "adapter failed",
+               describe=agent.log)  # fmt: skip
+    meter_is(b"offline")
+    assert (tmp_path / "resets").read_text() == "x"  # exactly one attempt
+    exhausted = [json.loads(p) for p in payloads(observer, "sup/error")]
+    assert any(e["error_type"] == "restarts_exhausted" for e in exhausted)
+    states_before = len(observer.messages("sup/meter/state"))
+    health.write_text("ok")  # too late: failed until the process restarts
+    time.sleep(1.0)  # proving an absence: the meter is not called any more
+    assert len(observer.messages("sup/meter/state")) == states_before
+    assert payloads(observer, "sup/meter/availability")[-1] == b"offline"
+    assert agent.terminate() == 0

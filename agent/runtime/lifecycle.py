@@ -29,6 +29,7 @@ from agent.errors import ErrorPublisher
 from agent.health import HealthReporter, build_will_config
 from agent.injection import call_with_injection
 from agent.registry import Default, Registration, check_interval
+from agent.runtime.adapter_health import AdapterHealth, adapter_users
 from agent.runtime.inbox import Inbox
 from agent.runtime.reporting import REPORT_INTERVAL, Reporter
 from agent.runtime.routing import Route, Router
@@ -101,6 +102,7 @@ class Runtime:
         self.scheduler = Scheduler(self.clock)
         self.workers: list[Worker | TelemetryWorker] = []
         self._stack = contextlib.ExitStack()
+        self.adapter_health: AdapterHealth | None = None  # built at start, with the adapters
         self._started_mqtt = False
 
     # -- start ----------------------------------------------------------------------------
@@ -123,6 +125,17 @@ class Runtime:
                 return reg is not None and reg.is_root
 
             app.device_stores.bind(self.errors, is_root)
+        self.adapter_health = AdapterHealth(
+            adapters,
+            adapter_users(app.registry, adapters),
+            interval=app.health_check_interval,
+            policy=app.restart_policy,
+            clock=self.clock,
+            health=self.health,
+            reporter=self.reporter,
+            device_down=self._failing_on_its_own,
+        )
+        self.health.hold_offline(self.adapter_health.holds_offline)
         routes = self._build_workers(adapters, providers)
         self._wire_mqtt(routes)
         self._enter_lifecycle(adapters, providers)
@@ -145,6 +158,7 @@ class Runtime:
             self.scheduler.every(1.0, self._update_status, name="systemd-status")
         self._add_vitals()
         self.scheduler.start()
+        self.adapter_health.start()
         self.systemd.ready()  # not waiting for the broker: a Pi must boot without a network
         log.info(
             "%s %s started: %d device(s), prefix %r",
@@ -204,6 +218,7 @@ class Runtime:
                     reporter=self.reporter,
                     supervisor=self.supervisor,
                     watch=watch,  # type: ignore[arg-type]
+                    gate=self.adapter_health.calling,  # type: ignore[union-attr]
                     store=store,
                 )
             )
@@ -221,6 +236,7 @@ class Runtime:
                     supervisor=self.supervisor,
                     timeouts={},  # set once the intervals are known (_resolve_intervals)
                     reminder_interval=self.app.error_reminder_interval,
+                    gate=self.adapter_health.calling,  # type: ignore[union-attr]
                 )
             )
         return routes
@@ -229,6 +245,7 @@ class Runtime:
         """What the watchdog checks before each ping (besides long stalls)."""
         supervisor, shutdown, scheduler = self.supervisor, self.shutdown_event, self.scheduler
         supervisor.add_vital(scheduler.problem)
+        supervisor.add_vital(self.adapter_health.problem)
         real = SystemClock()  # the watchdog's question is in systemd's seconds
         progress = [scheduler.rounds, real.now()]
 
@@ -255,6 +272,10 @@ class Runtime:
 
         supervisor.add_vital(devices)
 
+    def _failing_on_its_own(self, device: str) -> bool:
+        status = self.health.status_of(device)
+        return status is not None and status.status in ("error", "circuit_open")
+
     def _update_status(self) -> None:
         connected = getattr(self.mqtt, "connected", None)
         self.systemd.status(status_line(self.health, connected))
@@ -265,6 +286,9 @@ class Runtime:
         stats = getattr(self.mqtt, "stats", None)
         if callable(stats):
             info["mqtt"] = stats()
+        adapters = self.adapter_health.snapshot()
+        if adapters:
+            info["adapters"] = adapters
         info["threads"] = threading.active_count()
         rss = _resident_bytes()
         if rss is not None:
@@ -300,9 +324,10 @@ class Runtime:
     def _enter_lifecycle(self, adapters: dict[type, object], providers: dict[Any, object]) -> None:
         """Adapters that are context managers, then the lifespan, then on_configure hooks."""
         app = self.app
-        for adapter in adapters.values():
+        for port, adapter in adapters.items():
             if hasattr(adapter, "__enter__") and hasattr(adapter, "__exit__"):
-                self._stack.enter_context(adapter)  # type: ignore[arg-type]
+                # through adapter health: a restart may exit and enter it again
+                self._stack.enter_context(self.adapter_health.context(port))
         if app.lifespan is not None:
             manager = app.lifespan(AppContext(settings=self.settings, adapters=adapters))
             if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
@@ -393,6 +418,8 @@ class Runtime:
         self.systemd.stopping()
         if not self.scheduler.stop(timeout=grace):
             log.error("the scheduler thread did not stop within %ss", grace)
+        if self.adapter_health is not None:
+            self.adapter_health.stop(grace)  # before the adapters are exited
         for worker in self.workers:
             dropped = worker.inbox.close()
             if dropped:

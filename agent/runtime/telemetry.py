@@ -25,10 +25,12 @@ goes quiet for good.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,10 @@ def _default_backoff() -> ExponentialBackoff:
     # One shared instance: its random.Random holds 2.5 KB of state, 2.5 MB for 1,000
     # devices if each had its own; delays need no per-device randomness.
     return ExponentialBackoff()
+
+
+class _Blocked(Exception):
+    """An adapter the device uses is restarting or failed: the device is not called now."""
 
 
 class _ShutDown(Exception):
@@ -89,9 +95,11 @@ class TelemetryCycle:
         supervisor: Supervisor,
         watch: CallWatch,
         reminder_interval: float | None,
+        gate: Callable[[str], AbstractContextManager[bool]] | None = None,
         store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
+        self._gate = gate
         self._store = store
         self.ctx = ctx
         self._start = start  # runs init; returns the handler call
@@ -148,8 +156,8 @@ class TelemetryCycle:
                         "return a dict (the state) or None (publish nothing)"
                     )
                 published = self._offer(result)
-        except _ShutDown:
-            return
+        except (_ShutDown, _Blocked):
+            return  # shutting down, or an adapter it uses is restarting: no cycle now
         except Exception as exc:
             self._failed(exc)
         else:
@@ -186,11 +194,15 @@ class TelemetryCycle:
 
     def _timed_call(self) -> object:
         assert self._call is not None
-        self.watch.begin()
-        try:
-            return self._call()
-        finally:
-            self._supervisor.call_returned(self.watch)
+        gate = self._gate(self.name) if self._gate is not None else contextlib.nullcontext(True)
+        with gate as allowed:
+            if not allowed:
+                raise _Blocked
+            self.watch.begin()
+            try:
+                return self._call()
+            finally:
+                self._supervisor.call_returned(self.watch)
 
     def _plan_restart(self, cause: BaseException) -> None:
         """Restart the device (its ``init`` again) after the cooldown, if the budget allows;

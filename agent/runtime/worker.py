@@ -15,16 +15,18 @@ while the others keep running. The thread never dies silently.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
-from agent.errors import RestartsExhausted
+from agent.errors import AdapterUnhealthy, RestartsExhausted
 from agent.injection import Lazy, resolve
 from agent.persist import DeviceStore, save_at_shutdown
 from agent.registry import Registration
@@ -35,6 +37,14 @@ from agent.runtime.supervisor import Supervisor
 from agent.runtime.telemetry import TelemetryCycle
 
 log = logging.getLogger("agent.worker")
+
+Gate = Callable[[str], AbstractContextManager[bool]]
+"""``gate(device)`` wraps one handler call: it gives False when the device must not be called
+now (an adapter it uses is restarting or failed; see :mod:`agent.runtime.adapter_health`)."""
+
+
+def _open_gate(device: str) -> AbstractContextManager[bool]:
+    return contextlib.nullcontext(True)
 
 
 def report_handler_failure(
@@ -126,9 +136,11 @@ class Worker:
         reporter: Reporter,
         supervisor: Supervisor,
         watch: CallWatch,
+        gate: Gate = _open_gate,
         store: DeviceStore | None = None,
     ) -> None:
         self.reg = reg
+        self._gate = gate
         self.ctx = ctx
         self.inbox = inbox
         self._providers = providers
@@ -216,6 +228,24 @@ class Worker:
 
     def _call(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
         """One command handler call, timed; its failure is reported and survived."""
+        with self._gate(self.reg.name) as allowed:
+            if not allowed:  # an adapter it uses is restarting or failed: no call now
+                self._reporter.report(
+                    AdapterUnhealthy(
+                        f"device {self.reg.name!r} is not called while an adapter it uses is "
+                        "restarting or failed: command dropped"
+                    ),
+                    device=self.reg.name,
+                    is_root=self.reg.is_root,
+                    details=details,
+                    log=log,
+                    message=f"device {self.reg.name!r}: command dropped, its adapter is down",
+                    count_key="dropped",
+                )
+                return None
+            return self._timed(func, details)
+
+    def _timed(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
         self._watch.begin()
         try:
             result = func()
@@ -285,6 +315,7 @@ class TelemetryWorker:
         supervisor: Supervisor,
         timeouts: dict[str, float | None],
         reminder_interval: float | None,
+        gate: Gate = _open_gate,
     ) -> None:
         self.name = name
         self.members = members
@@ -301,6 +332,7 @@ class TelemetryWorker:
                 supervisor=supervisor,
                 watch=supervisor.watch(m.reg, timeouts.get(m.reg.name)),
                 reminder_interval=reminder_interval,
+                gate=gate,
                 store=m.store,
             )
             for m in members
