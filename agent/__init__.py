@@ -26,10 +26,13 @@ from agent.errors import (
 )
 from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
 from agent.health import DeviceStatus, HealthReporter, HeartbeatPayload, build_will_config
+from agent.introspect import build_registry_snapshot
 from agent.logs import JsonFormatter, configure_logging
 from agent.mqtt.fakes import MockMqttClient, NullMqttClient
 from agent.mqtt.port import (
     MessageCallback,
+    MqttConnectionEvents,
+    MqttDiagnostics,
     MqttLifecycle,
     MqttMessageHandler,
     MqttPort,
@@ -111,6 +114,8 @@ __all__ = [
     "MessageCallback",
     "MockMqttClient",
     "MqttClient",
+    "MqttConnectionEvents",
+    "MqttDiagnostics",
     "MqttLifecycle",
     "MqttMessageHandler",
     "MqttPort",
@@ -138,6 +143,7 @@ __all__ = [
     "WillConfig",
     "__version__",
     "build_error_payload",
+    "build_registry_snapshot",
     "build_will_config",
     "configure_logging",
 ]

@@ -4,6 +4,22 @@
 imports that App (the config file's folder and the working directory are searched first) and
 runs it with the rest of the file as its settings.
 
+``agent describe --config FILE [--json] [--dry-run] [--env-file PATH]`` loads the App and its
+settings the same way and prints what it would do — devices, topics, adapters — as a table,
+or with ``--json`` as the JSON of :func:`agent.introspect.build_registry_snapshot`. It never
+connects to the broker, never imports a lazy adapter string, never builds an adapter and never
+prints a secret. ``App.cli()`` takes ``describe`` too (``python mybridge.py describe``), with
+``--config`` optional there as for running.
+
+How the command line is parsed: a first argument ``describe`` selects that subcommand, whose
+options follow it; anything else — an option such as ``--config`` or ``--version``, or
+nothing at all — is the run command, parsed exactly as before subcommands existed. So
+``agent --config FILE``, ``python -m agent --config FILE``, ``agent --version`` and every
+systemd unit written for them keep working, and no config file path can be mistaken for a
+subcommand (``--config`` always takes its value). argparse sub-parsers were not used: they
+would make a subcommand mandatory, or, made optional, still take the first stray positional
+argument for one and change the run command's usage and errors.
+
 Exit codes: 0 after a clean shutdown, 78 (``EX_CONFIG``) for a configuration error — one line
 on stderr naming the file, the key and the fix, no traceback — 70 (``EX_SOFTWARE``) after a
 clean shutdown because a device failed for good with ``App(exit_on_device_failure=True)``,
@@ -13,6 +29,7 @@ and 1 for anything unexpected.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -34,7 +51,12 @@ log = logging.getLogger("agent.cli")
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     from agent import __version__
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=f"'{prog} describe --help': show the devices, topics and adapters without "
+        "connecting to the broker.",
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML settings file")
     parser.add_argument(
         "--env-file", metavar="PATH", help="a .env file (default: ./.env if present)"
@@ -72,10 +94,60 @@ def _load_settings(app: App, args: argparse.Namespace):  # type: ignore[no-untyp
     return settings
 
 
+def build_describe_parser(prog: str) -> argparse.ArgumentParser:
+    """The options of ``describe``; ``prog`` is the command's own name (``agent``)."""
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} describe",
+        description="Print the app's devices, their topics and the adapters, without "
+        "connecting to the broker or building any adapter.",
+    )
+    # Not required=True: the agent command's missing --config is exit 78 and one line, as
+    # for a run; App.cli() needs none (the settings may come from the environment alone).
+    parser.add_argument("--config", metavar="PATH", help="TOML settings file")
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="a .env file (default: ./.env if present)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="describe the adapters a --dry-run would use"
+    )
+    # _load_settings reads these; describe configures no logging.
+    parser.set_defaults(log_level=None, log_format=None)
+    return parser
+
+
+def describe_app(app: App, argv: list[str], *, prog: str) -> int:
+    """``describe``: load the settings and print the snapshot; return the exit code.
+
+    Only the settings are loaded — for the topic prefix and the intervals that are
+    functions of them, and so that a configuration error is found as ``run`` would find it.
+    """
+    from agent.introspect import build_registry_snapshot, format_snapshot
+
+    args = build_describe_parser(prog).parse_args(argv)
+    try:
+        settings = _load_settings(app, args)
+    except ConfigError as exc:
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.dry_run:
+        app.dry_run = True
+    snapshot = build_registry_snapshot(app, settings)
+    print(json.dumps(snapshot, indent=2) if args.json else format_snapshot(snapshot))
+    return EX_OK
+
+
 def run_app(app: App, argv: list[str] | None = None, *, prog: str | None = None) -> int:
-    """Parse ``argv``, load settings, configure logging and run ``app``; return the exit code."""
+    """Parse ``argv``, load settings, configure logging and run ``app``; return the exit code.
+
+    ``argv`` starting with ``describe`` describes the app instead (see the module docstring).
+    """
     from agent.logs import configure_logging
 
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["describe"]:
+        return describe_app(app, argv[1:], prog=prog or app.name)
     parser = build_parser(prog or app.name, app.description)
     args = parser.parse_args(argv)
     try:
@@ -159,13 +231,10 @@ def _import_app(spec: str, config: str) -> App:
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``agent`` console command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser("agent", "Run an IoT-to-MQTT bridge from a config file.")
-    args = parser.parse_args(argv)
+def _load_app(config: str | None) -> App | int:
+    """The App the config file names, or the exit code after saying why not."""
     try:
-        app = _import_app(_app_spec(args.config), args.config)
+        return _import_app(_app_spec(config), config)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -174,6 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig()
         log.debug("import failure", exc_info=True)
         return EX_UNEXPECTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``agent`` console command (and of ``python -m agent``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["describe"]:
+        args = build_describe_parser("agent").parse_args(argv[1:])
+        app = _load_app(args.config)
+        return app if isinstance(app, int) else describe_app(app, argv[1:], prog="agent")
+    parser = build_parser("agent", "Run an IoT-to-MQTT bridge from a config file.")
+    args = parser.parse_args(argv)
+    app = _load_app(args.config)
+    if isinstance(app, int):
+        return app
     return run_app(app, argv, prog="agent")
 
 

@@ -223,3 +223,202 @@ def test_sigterm_reaches_the_shutdown_event_even_when_logging_fails(
     finally:
         catcher.restore()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# -- agent describe -----------------------------------------------------------------------------
+
+DESCRIBED_APP = """
+from typing import Protocol
+
+import agent
+
+
+class RelayPort(Protocol):
+    def state(self) -> str: ...
+
+
+class FakeRelay:
+    def state(self) -> str:
+        return "fake"
+
+
+class BridgeSettings(agent.Settings):
+    poll_interval: float = 5.0
+
+
+app = agent.App(
+    "bridge",
+    "2.0.0",
+    settings_class=BridgeSettings,
+    adapters={RelayPort: ("no_such_hw_lib.gpio:Relay", FakeRelay)},
+)
+
+
+@app.telemetry(
+    "boiler",
+    interval=lambda s: s.poll_interval,
+    publish=agent.OnChange(threshold=0.5) | agent.Every(seconds=60),
+    group="bus",
+)
+def boiler(relay: RelayPort) -> dict:
+    return {"relay": relay.state()}
+
+
+@app.command("valve")
+def valve(payload: str) -> dict:
+    return {"state": payload}
+"""
+
+
+@pytest.fixture
+def described(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """An app module under a name of its own (imports are cached per process) and its
+    config file holding a password; yields (config path, module name)."""
+    import sys
+    import uuid
+
+    module = f"described_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(DESCRIBED_APP)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'app = "{module}:app"\npoll_interval = 2.5\n'
+        '[mqtt]\nhost = "127.0.0.1"\nport = 1\ntopic_prefix = "home/bridge"\n'
+        'username = "u"\npassword = "pw-describe-3b7e"\n'
+    )
+    config.chmod(0o600)
+    yield config, module
+    sys.modules.pop(module, None)
+    while str(tmp_path) in sys.path:  # the agent command put the config's folder there
+        sys.path.remove(str(tmp_path))
+
+
+def test_describe_prints_the_devices_topics_and_adapters(
+    described: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = described
+    assert main(["describe", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == "bridge 2.0.0: IoT-to-MQTT bridge"
+    boiler = next(line for line in lines if line.startswith("boiler "))
+    assert boiler.split()[:9] == [
+        "boiler",
+        "telemetry",
+        "yes",
+        "2.5",  # the interval function of the settings, resolved
+        "s",
+        "OnChange(threshold=0.5)",
+        "|",
+        "Every(seconds=60)",
+        "bus",
+    ]
+    for topic in ("home/bridge/boiler/state", "home/bridge/valve/set", "home/bridge/status"):
+        assert topic in out
+    relay = next(line for line in lines if line.startswith("RelayPort"))
+    assert relay.split() == ["RelayPort", "no_such_hw_lib.gpio:Relay", "FakeRelay", "impl"]
+    assert "pw-describe-3b7e" not in out
+
+
+def test_describe_json_is_the_snapshot(
+    described: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    from agent.introspect import build_registry_snapshot
+
+    config, module = described
+    assert main(["describe", "--config", str(config), "--json", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    app = importlib.import_module(module).app
+    settings = app.settings_class.load(config_file=config)
+    assert printed == build_registry_snapshot(app, settings)
+    assert printed["dry_run"] is True
+    assert printed["adapters"]["RelayPort"]["active"] == "dry_run"
+    assert printed["devices"]["telemetry"][0]["interval"] == 2.5
+
+
+def test_describe_never_connects_imports_or_builds_adapters(
+    described: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import sys
+
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("no connection allowed in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    threads = threading.active_count()
+    config, _ = described
+    for extra in ([], ["--json"], ["--dry-run"]):
+        assert main(["describe", "--config", str(config), *extra]) == 0
+    assert attempts == []
+    assert threading.active_count() == threads
+    assert "no_such_hw_lib" not in sys.modules  # the lazy adapter was never imported
+    assert "pw-describe-3b7e" not in capsys.readouterr().out
+
+
+def test_describe_exits_78_with_one_line_for_config_errors(
+    described: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, module = described
+    config.write_text(f'app = "{module}:app"\n[mqtt]\nport = 0\n')
+    assert main(["describe", "--config", str(config)]) == 78
+    assert "mqtt.port: expected" in one_config_error_line(capsys, "agent", config)
+    config.write_text('app = "no_such_app_module:app"\n')
+    assert main(["describe", "--config", str(config)]) == 78
+    assert "no module named 'no_such_app_module'" in one_config_error_line(capsys, "agent", config)
+    assert main(["describe"]) == 78  # no --config: the same line as for a run
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "agent: configuration error: arguments: --config: missing" in err[0]
+
+
+def test_app_cli_describe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    app = App("demo", lifespan=must_not_start)  # describe must not run it
+    app.add_command("valve", lambda payload: None)
+    with pytest.raises(SystemExit) as exit_info:
+        app.cli(["describe", "--json", "--env-file", str(empty)])
+    assert exit_info.value.code == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["devices"]["command"][0]["subscribes"] == ["demo/valve/set"]
+
+
+def test_help_mentions_describe_and_version_still_works(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import agent
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "agent describe --help" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["describe", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: agent describe") and "--json" in out and "--dry-run" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agent {agent.__version__}"
+
+
+def test_run_without_a_subcommand_stops_78_for_a_missing_adapter_module(
+    described: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``agent --config FILE`` still runs the app: here start-up reaches the adapters and
+    finds the lazy one's module missing — one line naming it and the port, no traceback."""
+    config, _ = described
+    assert main(["--config", str(config), "--log-level", "WARNING"]) == 78
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "agent: configuration error: adapter for RelayPort: cannot import "
+        "'no_such_hw_lib.gpio:Relay': no module named 'no_such_hw_lib' "
+        "(install it, or run with --dry-run to use the dry-run variant)"
+    ]

@@ -10,6 +10,7 @@ import pytest
 from agent.mqtt.fakes import MockMqttClient, NullMqttClient
 from agent.mqtt.port import (
     MqttConnectionEvents,
+    MqttDiagnostics,
     MqttLifecycle,
     MqttMessageHandler,
     MqttPort,
@@ -23,12 +24,26 @@ def test_will_config_defaults_match_the_wire_contract() -> None:
 
 
 @pytest.mark.parametrize("cls", [MockMqttClient, NullMqttClient])
-def test_fakes_satisfy_the_ports_but_have_no_lifecycle(cls: type) -> None:
+def test_fakes_implement_every_port_of_the_real_client(cls: type) -> None:
     fake = cls()
-    assert isinstance(fake, MqttPort)
-    assert isinstance(fake, MqttMessageHandler)
-    assert isinstance(fake, MqttConnectionEvents)
-    assert not isinstance(fake, MqttLifecycle)
+    for port in (MqttPort, MqttMessageHandler, MqttConnectionEvents, MqttLifecycle,
+                 MqttDiagnostics):  # fmt: skip
+        assert isinstance(fake, port), port
+    assert fake.network_problem() is None
+    assert set(fake.stats()) == {"connected", "reconnects", "queued", "dropped"}
+
+
+def test_the_mock_connects_at_start_and_the_null_client_never() -> None:
+    mock, null = MockMqttClient(), NullMqttClient()
+    connects: list[str] = []
+    mock.on_connect(lambda: connects.append("mock"))
+    null.on_connect(lambda: connects.append("null"))
+    mock.start()
+    null.start()
+    mock.stop()
+    null.stop()
+    assert connects == ["mock"]
+    assert mock.connected and not null.connected
 
 
 def test_mock_records_publishes_with_decoded_payloads() -> None:

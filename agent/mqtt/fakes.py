@@ -1,10 +1,12 @@
 """Test doubles for the MQTT ports: a recording mock and a silent null adapter.
 
-Neither needs a broker or paho. Both implement :class:`~agent.mqtt.port.MqttPort`,
-:class:`~agent.mqtt.port.MqttMessageHandler` and
-:class:`~agent.mqtt.port.MqttConnectionEvents`, but not
-:class:`~agent.mqtt.port.MqttLifecycle`: there is nothing to start, and the runtime detects
-that with ``isinstance``.
+Neither needs a broker or paho. Both implement every port the real client does —
+:class:`~agent.mqtt.port.MqttPort`, :class:`~agent.mqtt.port.MqttMessageHandler`,
+:class:`~agent.mqtt.port.MqttConnectionEvents`, :class:`~agent.mqtt.port.MqttLifecycle` and
+:class:`~agent.mqtt.port.MqttDiagnostics` — so the runtime never needs to tell them apart (a
+deliberate difference from the reference, whose fakes have no lifecycle: ADR-010). The mock's
+``start()`` plays a broker accepting the connection at once; the null client never
+connects.
 """
 
 from __future__ import annotations
@@ -87,6 +89,21 @@ class MockMqttClient:
         """Nothing is ever in flight: always True at once."""
         return True
 
+    def start(self) -> None:
+        """Connect at once: the connect callbacks run, on the calling thread."""
+        self.simulate_connect()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Nothing to stop."""
+
+    def stats(self) -> dict[str, object]:
+        """A broker that never went away: connected, nothing queued or dropped."""
+        return {"connected": True, "reconnects": 0, "queued": 0, "dropped": 0}
+
+    def network_problem(self) -> str | None:
+        """There is no network thread to die."""
+        return None
+
     def deliver(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         """Simulate an inbound message: call every message callback, synchronously.
 
@@ -156,3 +173,17 @@ class NullMqttClient:
     def flush(self, timeout: float = 0.0) -> bool:
         """Nothing is pending: always True."""
         return True
+
+    def start(self) -> None:
+        """Nothing to connect to: the connect callbacks are never called."""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Nothing to stop."""
+
+    def stats(self) -> dict[str, object]:
+        """Nothing is ever connected, queued or dropped."""
+        return {"connected": False, "reconnects": 0, "queued": 0, "dropped": 0}
+
+    def network_problem(self) -> str | None:
+        """There is no network thread to die."""
+        return None

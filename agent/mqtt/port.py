@@ -5,10 +5,9 @@ it a :class:`~agent.mqtt.fakes.MockMqttClient` and production hands it the paho-
 :class:`~agent.mqtt.paho.MqttClient` (ADR-003).
 
 The ports are split by capability (interface segregation): a device context needs only
-:class:`MqttPort`; the router needs :class:`MqttMessageHandler`; the supervisor needs
-:class:`MqttLifecycle` and :class:`MqttConnectionEvents`. The runtime finds out what an
-adapter can do with ``isinstance`` (the Protocols are runtime-checkable), so a fake that has
-no lifecycle simply omits ``start``/``stop``.
+:class:`MqttPort`; the router needs :class:`MqttMessageHandler`; the runtime needs
+:class:`MqttLifecycle`, :class:`MqttConnectionEvents` and :class:`MqttDiagnostics`. The real
+client and both fakes implement all of them (ADR-010), so the runtime treats them alike.
 """
 
 from __future__ import annotations
@@ -96,4 +95,17 @@ class MqttConnectionEvents(Protocol):
 
     def flush(self, timeout: float) -> bool:
         """Wait until every QoS>0 publish made so far is acked; True if all were."""
+        ...
+
+
+@runtime_checkable
+class MqttDiagnostics(Protocol):
+    """What the heartbeat and the systemd watchdog ask of the connection."""
+
+    def stats(self) -> dict[str, object]:
+        """``connected``, ``reconnects``, ``queued`` and ``dropped`` for the heartbeat."""
+        ...
+
+    def network_problem(self) -> str | None:
+        """Why the network thread is not sound (dead or wedged), or None."""
         ...

@@ -31,7 +31,7 @@ from agent.injection import call_with_injection
 from agent.registry import Default, Registration, check_interval
 from agent.runtime.adapter_health import AdapterHealth, adapter_users
 from agent.runtime.inbox import Inbox
-from agent.runtime.reporting import REPORT_INTERVAL, Reporter
+from agent.runtime.reporting import Reporter
 from agent.runtime.routing import Route, Router
 from agent.runtime.scheduler import Scheduler
 from agent.runtime.stalls import CallWatch, default_timeout
@@ -140,11 +140,8 @@ class Runtime:
         self._wire_mqtt(routes)
         self._enter_lifecycle(adapters, providers)
         intervals = self._resolve_intervals()  # after the hooks, before anything runs
-        if hasattr(self.mqtt, "start"):
-            self.mqtt.start()
-            self._started_mqtt = True
-        if getattr(self.mqtt, "connected", False) or not hasattr(self.mqtt, "on_connect"):
-            self._on_connected()  # already connected (a test double): no event will come
+        self.mqtt.start()  # never blocks on the broker; the fakes "connect" at once
+        self._started_mqtt = True
         for worker in self.workers:
             worker.start()
         self._schedule_telemetry(intervals)
@@ -152,8 +149,12 @@ class Runtime:
             self.scheduler.every(
                 app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
             )
-        self.scheduler.every(REPORT_INTERVAL, self.reporter.flush, name="error-reports")
-        self.scheduler.every(1.0, self.supervisor.stalls.check, name="stalls")
+        scheduler = self.scheduler
+        # Timers armed when needed: an idle agent wakes only for its real jobs.
+        self.reporter.arm = functools.partial(_at, scheduler, self.reporter.flush, "error-reports")
+        self.supervisor.stalls.arm = functools.partial(
+            _at, scheduler, self.supervisor.stalls.check, "stalls"
+        )
         if self.systemd.active:
             self.scheduler.every(1.0, self._update_status, name="systemd-status")
         self._add_vitals()
@@ -259,9 +260,7 @@ class Runtime:
             return None
 
         supervisor.add_vital(scheduler_moves)
-        network_problem = getattr(self.mqtt, "network_problem", None)
-        if callable(network_problem):
-            supervisor.add_vital(network_problem)
+        supervisor.add_vital(self.mqtt.network_problem)
         workers = self.workers
 
         def devices() -> str | None:
@@ -277,15 +276,12 @@ class Runtime:
         return status is not None and status.status in ("error", "circuit_open")
 
     def _update_status(self) -> None:
-        connected = getattr(self.mqtt, "connected", None)
-        self.systemd.status(status_line(self.health, connected))
+        self.systemd.status(status_line(self.health, self.mqtt.connected))
 
     def _agent_info(self) -> dict[str, object]:
         """The agent's own figures in the heartbeat."""
         info: dict[str, object] = {}
-        stats = getattr(self.mqtt, "stats", None)
-        if callable(stats):
-            info["mqtt"] = stats()
+        info["mqtt"] = self.mqtt.stats()
         adapters = self.adapter_health.snapshot()
         if adapters:
             info["adapters"] = adapters
@@ -314,12 +310,10 @@ class Runtime:
             clock=self.clock,
             max_payload_bytes=self.settings.mqtt.max_payload_bytes,
         )
-        if hasattr(self.mqtt, "on_message"):
-            self.mqtt.on_message(router.on_message)
+        self.mqtt.on_message(router.on_message)
         for topic in router.subscriptions():
             self.mqtt.subscribe(topic, qos=1)
-        if hasattr(self.mqtt, "on_connect"):
-            self.mqtt.on_connect(self._on_connected)
+        self.mqtt.on_connect(self._on_connected)
 
     def _enter_lifecycle(self, adapters: dict[type, object], providers: dict[Any, object]) -> None:
         """Adapters that are context managers, then the lifespan, then on_configure hooks."""
@@ -450,7 +444,7 @@ class Runtime:
         self.reporter.flush(everything=True)  # what was held back must not be lost
         self.health.shutdown()
         if self._started_mqtt:
-            if hasattr(self.mqtt, "flush") and not self.mqtt.flush(timeout=grace):
+            if not self.mqtt.flush(timeout=grace):
                 log.warning("the broker did not acknowledge the final messages within %ss", grace)
             self.mqtt.stop()
         self.systemd.close()
@@ -474,6 +468,10 @@ def _phase(index: int, workers: int, interval: float) -> float:
     at most ``interval / PHASE_SLOT`` slots."""
     slots = max(1, min(workers, int(interval / PHASE_SLOT)))
     return (index * slots // workers) / slots * interval
+
+
+def _at(scheduler: Scheduler, func: Callable[[], object], name: str, when: float) -> None:
+    scheduler.call_at(when, func, name=name)
 
 
 def _resident_bytes() -> int | None:

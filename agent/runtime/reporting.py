@@ -11,10 +11,11 @@ hides an invalid payload, and one noisy device never hides another):
 * the first occurrence is logged and published at once;
 * further occurrences within :data:`REPORT_INTERVAL` clock-seconds of the last report are
   counted, and the latest of them is kept;
-* when the interval is over, :meth:`Reporter.flush` (run every interval by the scheduler,
-  and once at shutdown) logs and publishes that latest one with the count in its
-  ``details`` — under ``dropped`` for a full command queue ("how many commands were
-  dropped since the last report"), under ``occurrences`` otherwise.
+* when the interval is over, :meth:`Reporter.flush` (a timer the reporter arms on the
+  scheduler when it first holds something back, and once at shutdown) logs and publishes
+  that latest one with the count in its ``details`` — under ``dropped`` for a full command
+  queue ("how many commands were dropped since the last report"), under ``occurrences``
+  otherwise.
 
 So nothing is lost silently and nothing floods: at most one line and one payload per key
 per interval. :class:`Throttle` is the counting part on its own, reusable wherever a
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -69,6 +70,12 @@ class Throttle(Generic[K]):
         self._last[key] = now
         return self._held.pop(key, 0) + 1
 
+    def next_due(self) -> float | None:
+        """The clock time at which the earliest held-back key is due, or None."""
+        if not self._held:
+            return None
+        return min(self._last[key] for key in self._held) + self._interval
+
     def due(self, *, everything: bool = False) -> list[tuple[K, int]]:
         """Keys whose interval is over and that have occurrences held back, with their
         counts (``everything``: all that are held, e.g. at shutdown). Forgets idle keys."""
@@ -106,6 +113,10 @@ class Reporter:
         self._throttle: Throttle[tuple[str | None, str]] = Throttle(clock, interval)
         self._latest: dict[tuple[str | None, str], _Occurrence] = {}
         self._lock = threading.Lock()
+        # Arms a timer that calls flush() at a clock time (the runtime's scheduler); without
+        # one, someone must call flush() now and then.
+        self.arm: Callable[[float], None] | None = None
+        self._armed_at: float | None = None
 
     def report(
         self,
@@ -135,6 +146,7 @@ class Reporter:
             count = self._throttle.admit(key)
             if count is None:
                 self._latest[key] = occurrence
+                self._arm_locked()
                 return
             self._latest.pop(key, None)
         self._emit(occurrence, count, with_traceback=traceback and level >= logging.ERROR)
@@ -147,8 +159,18 @@ class Reporter:
             due = [(self._latest.pop(key), count) for key, count in self._throttle.due(
                 everything=everything
             )]  # fmt: skip
+            self._armed_at = None
+            self._arm_locked()  # for what is held back and not due yet
         for occurrence, count in due:
             self._emit(occurrence, count)
+
+    def _arm_locked(self) -> None:
+        when = self._throttle.next_due()
+        if when is None or self.arm is None:
+            return
+        if self._armed_at is None or when < self._armed_at:
+            self._armed_at = when
+            self.arm(when)
 
     def _emit(self, occurrence: _Occurrence, count: int, *, with_traceback: bool = False) -> None:
         details = dict(occurrence.details)

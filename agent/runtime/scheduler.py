@@ -104,6 +104,19 @@ class _MonotonicJob(schedule.Job):
         return f"<job {self.name} every {self.period.total_seconds()}s>"
 
 
+class _OneShotJob(_MonotonicJob):
+    """Runs once, at a clock time, then leaves the scheduler."""
+
+    one_shot = True
+
+    def __init__(self, when: float, scheduler: _MonotonicScheduler, name: str) -> None:
+        self._when = when
+        super().__init__(1.0, scheduler, name)
+
+    def _schedule_next_run(self) -> None:
+        self.next_run = _EPOCH + dt.timedelta(seconds=self._when)
+
+
 @dataclass
 class _Member:
     """One device of a telemetry job, with its own cadence."""
@@ -195,6 +208,8 @@ class _MonotonicScheduler(schedule.Scheduler):
             due.append(top[2])
         for job in due:
             self._run_job(job)
+            if getattr(job, "one_shot", False):
+                self.cancel_job(job)
             if job in self._live and job.next_run is not None:
                 heapq.heappush(self._heap, (job.next_run, next(self._order), job))
 
@@ -258,6 +273,15 @@ class Scheduler:
             self._sched.add(job)
         self._waker.set()
         return job
+
+    def call_at(self, when: float, func: Callable[[], object], *, name: str) -> None:
+        """Run ``func`` once on the scheduler thread at clock time ``when`` (thread-safe).
+
+        For timers that are armed only when needed (a held-back error report, a handler
+        call's timeout): an idle agent then has no wake-up at all between its real jobs.
+        """
+        job = _OneShotJob(when, self._sched, name)
+        self._add(job, func)
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the scheduler thread as soon as possible (thread-safe)."""

@@ -12,7 +12,9 @@ again and one INFO line with the stall's length. Other devices never notice, and
 device never delays shutdown past the grace period (its thread is a daemon).
 
 Each device has a :class:`CallWatch` that its thread marks at the start and end of a call;
-the :class:`StallMonitor` looks at all of them once a second on the scheduler thread.
+the :class:`StallMonitor` looks at all of them on the scheduler thread when the earliest
+timeout of the calls in flight is due (a timer armed by the calls themselves: an idle agent
+has nothing to check).
 """
 
 from __future__ import annotations
@@ -37,19 +39,36 @@ def default_timeout(kind: str, interval: float | None) -> float:
 class CallWatch:
     """The handler call one device is in, if any; thread-safe."""
 
-    def __init__(self, name: str, is_root: bool, timeout: float | None, clock: ClockPort) -> None:
+    def __init__(
+        self,
+        name: str,
+        is_root: bool,
+        timeout: float | None,
+        clock: ClockPort,
+        on_begin: Callable[[float], None] | None = None,
+    ) -> None:
         self.name = name
         self.is_root = is_root
         self.timeout = timeout
         self._clock = clock
+        self._on_begin = on_begin  # told when this call's timeout falls due
         self._lock = threading.Lock()
         self._started: float | None = None
         self._stalled = False
 
     def begin(self) -> None:
         with self._lock:
-            self._started = self._clock.now()
+            started = self._started = self._clock.now()
             self._stalled = False
+        if self.timeout is not None and self._on_begin is not None:
+            self._on_begin(started + self.timeout)
+
+    def due_at(self) -> float | None:
+        """When the current call's timeout falls due (None: no call, or already stalled)."""
+        with self._lock:
+            if self._started is None or self._stalled or self.timeout is None:
+                return None
+            return self._started + self.timeout
 
     def end(self) -> float | None:
         """The call returned; how long it had been stalled for (None if it had not)."""
@@ -79,23 +98,49 @@ class CallWatch:
 
 
 class StallMonitor:
-    """Finds newly stalled calls among all devices' watches (run it once a second)."""
+    """Finds newly stalled calls among all devices' watches, when a timeout falls due.
+
+    ``arm(when)`` schedules :meth:`check` at a clock time (the runtime's scheduler); a
+    watch's call start arms it for its timeout unless an earlier check is armed already.
+    """
 
     def __init__(self, clock: ClockPort, on_stall: Callable[[CallWatch, float], None]) -> None:
         self._clock = clock
         self._on_stall = on_stall
         self._watches: list[CallWatch] = []
+        self.arm: Callable[[float], None] | None = None
+        self._armed_at: float | None = None
+        self._lock = threading.Lock()
 
-    def add(self, watch: CallWatch) -> None:
+    def watch(self, name: str, is_root: bool, timeout: float | None) -> CallWatch:
+        watch = CallWatch(name, is_root, timeout, self._clock, self._due)
         self._watches.append(watch)
+        return watch
+
+    def _due(self, when: float) -> None:
+        # Just past the deadline: a call is stalled when it has run *more* than its timeout.
+        when += _PAST
+        with self._lock:
+            if self.arm is None or (self._armed_at is not None and self._armed_at <= when):
+                return
+            self._armed_at = when
+        self.arm(when)
 
     def check(self) -> None:
         now = self._clock.now()
+        with self._lock:
+            self._armed_at = None
         for watch in self._watches:
             if watch.newly_stalled(now):
                 self._on_stall(watch, now)
+        pending = [d for d in (w.due_at() for w in self._watches) if d is not None]
+        if pending:
+            self._due(min(pending))
 
     def longest_stall(self) -> float:
         """The longest current stall in seconds (0 when nothing is stalled)."""
         now = self._clock.now()
         return max((w.stalled_for(now) for w in self._watches), default=0.0)
+
+
+_PAST = 0.001  # seconds after a timeout at which the check runs

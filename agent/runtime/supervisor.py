@@ -75,9 +75,7 @@ class Supervisor:
 
     def watch(self, reg: Registration, timeout: float | None) -> CallWatch:
         """The call watch of a device (one per device; its thread marks its calls)."""
-        watch = CallWatch(reg.name, reg.is_root, timeout, self._clock)
-        self.stalls.add(watch)
-        return watch
+        return self.stalls.watch(reg.name, reg.is_root, timeout)
 
     def _stalled(self, watch: CallWatch, now: float) -> None:
         self._reporter.report(

@@ -9,18 +9,33 @@ so a test of "publish every 60 s" takes milliseconds and never races the real cl
     clock.wait_for_waiters(1)           # be sure it is parked before moving time
     clock.advance(60)                   # wakes it; it runs one cycle and parks again
 
-Nothing in here polls: sleepers wait on a :class:`threading.Condition` that ``advance``
-notifies, and waiters block on their own event, which ``advance`` sets when their deadline
-has passed (the contract of :func:`agent.clock.wait` allows a clock to do that).
+``advance`` is exact: it moves time from deadline to deadline in order, wakes what falls due
+at each one, and lets the threads it woke — and the threads *they* woke, a device thread
+handed a tick by the scheduler — finish and wait on the clock again before time moves on.
+So ``advance(10)`` on a 1 s telemetry runs exactly ten cycles, a retry's backoff ends at its
+exact instant, and a device that sleeps 22 s from t=22 wakes at exactly t=44. It returns
+when everything it woke is waiting on the clock (or its inbox) again, or has ended. A thread
+that was busy before ``advance`` began (a test holding a handler on an event) is not waited
+for; a woken thread that does not settle within ``settle`` real seconds is an error naming
+it.
+
+The agent's threads never poll: sleepers wait on a :class:`threading.Condition` that
+``advance`` notifies, and waiters block on their own event, which ``advance`` sets when their
+deadline has passed (the contract of :func:`agent.clock.wait` allows a clock to do that).
+Only ``advance`` itself, while it lets woken threads settle, looks every 10 ms for one that
+has ended (a thread's end notifies nobody).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["FakeClock"]
+
+_DEATH_CHECK = 0.01  # real seconds between looks for woken threads that have ended
 
 
 @dataclass(eq=False)
@@ -30,6 +45,12 @@ class _Parked:
     deadline: float | None
     event: threading.Event | None = None
     released: bool = field(default=False)
+    thread: threading.Thread = field(default_factory=threading.current_thread)
+
+    @property
+    def waking(self) -> bool:
+        """Released, or its event set by someone: its thread is about to run."""
+        return self.released or (self.event is not None and self.event.is_set())
 
 
 class FakeClock:
@@ -40,10 +61,13 @@ class FakeClock:
     ``advance(10)`` and not by ``advance(9.99)``.
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, settle: float = 5.0) -> None:
         self._now = float(start)
         self._cond = threading.Condition()
         self._parked: list[_Parked] = []
+        self._busy: set[threading.Thread] = set()  # woke from the clock, not parked again
+        self._ignored: set[threading.Thread] = set()  # busy before advance() began
+        self.settle = settle  # real seconds a woken thread has to wait on the clock again
 
     # -- ClockPort ----------------------------------------------------------------------
 
@@ -96,22 +120,56 @@ class FakeClock:
     # -- driving time -------------------------------------------------------------------
 
     def advance(self, seconds: float) -> None:
-        """Move fake time forward by ``seconds`` (>= 0) and wake everyone now due.
+        """Move fake time forward by ``seconds`` (>= 0), exactly (see the module docstring).
 
-        Due waiters have their event set; due sleepers are released. Both stop counting
-        in :attr:`waiters` at once, even before their threads have run again.
+        Raises :class:`AssertionError` when a thread it woke has not waited on the clock again
+        (nor ended) within :attr:`settle` real seconds: it is stuck outside the clock.
         """
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"FakeClock.advance needs a finite number >= 0, got {seconds!r}")
         with self._cond:
-            self._now += seconds
-            for parked in self._parked:
-                if parked.released or parked.deadline is None or parked.deadline > self._now:
-                    continue
-                parked.released = True
-                if parked.event is not None:
-                    parked.event.set()
-            self._cond.notify_all()
+            target = self._now + seconds
+            self._ignored = set(self._busy)
+            while True:
+                self._settle_locked()
+                due = [
+                    p.deadline
+                    for p in self._parked
+                    if not p.released and p.deadline is not None and p.deadline <= target
+                ]
+                if not due:
+                    break
+                self._now = max(self._now, min(due))
+                self._release_due_locked()
+            self._now = target
+            self._settle_locked()
+
+    def wait_until_parked(self, threads: list[threading.Thread]) -> None:
+        """Wait (real time, bounded by :attr:`settle`) until each of ``threads`` waits
+        quietly on the clock or has ended, and nothing else woken is still running."""
+
+        def parked() -> bool:
+            quiet = {p.thread for p in self._parked if not p.waking}
+            return all(t in quiet or not t.is_alive() for t in threads) and self._quiet_locked()
+
+        deadline = time.monotonic() + self.settle
+        with self._cond:
+            while not parked():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    quiet = {p.thread for p in self._parked if not p.waking}
+                    stuck = [t.name for t in threads if t.is_alive() and t not in quiet]
+                    raise AssertionError(
+                        f"FakeClock: within {self.settle} s (real time) these threads did not "
+                        f"come to wait on the clock: {', '.join(stuck) or '(others woken)'}"
+                    )
+                self._cond.wait(min(remaining, _DEATH_CHECK))
+
+    def settle_now(self) -> None:
+        """Wait (real time, bounded by :attr:`settle`) until every thread woken since the
+        clock last moved waits on it again: e.g. after handing a device a command."""
+        with self._cond:
+            self._settle_locked()
 
     # -- test helpers -------------------------------------------------------------------
 
@@ -153,7 +211,44 @@ class FakeClock:
     def _count(self) -> int:
         return sum(1 for p in self._parked if not p.released)
 
+    def _release_due_locked(self) -> None:
+        for parked in self._parked:
+            if parked.released or parked.deadline is None or parked.deadline > self._now:
+                continue
+            parked.released = True
+            if parked.event is not None:
+                parked.event.set()
+        self._cond.notify_all()
+
+    def _quiet_locked(self) -> bool:
+        self._busy = {t for t in self._busy if t.is_alive()}
+        if self._busy - self._ignored:
+            return False
+        return not any(p.waking for p in self._parked if p.thread.is_alive())
+
+    def _settle_locked(self) -> None:
+        deadline = time.monotonic() + self.settle
+        while not self._quiet_locked():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Parking and waking notify us; a thread that *ends* does not, hence the slice.
+            self._cond.wait(min(remaining, _DEATH_CHECK))
+        else:
+            return
+        stuck = sorted(
+            {t.name for t in self._busy - self._ignored}
+            | {p.thread.name for p in self._parked if p.waking}
+        )
+        raise AssertionError(
+            f"FakeClock: at fake time {self._now} these threads did not wait on the clock again "
+            f"within {self.settle} s (real time): {', '.join(stuck)} — blocked outside the "
+            "clock (a handler waiting on something else?)"
+        )
+
     def _park(self, parked: _Parked) -> None:
+        self._busy.discard(parked.thread)
+        self._ignored.discard(parked.thread)  # settled: from now on it is waited for
         self._parked.append(parked)
         # Wakes wait_for_waiters(); sleepers re-check their own flag and sleep on.
         self._cond.notify_all()
@@ -162,4 +257,5 @@ class FakeClock:
         parked.released = True
         # Remove by identity: two parked records may compare equal by value.
         self._parked = [p for p in self._parked if p is not parked]
+        self._busy.add(parked.thread)
         self._cond.notify_all()
