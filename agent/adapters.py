@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import importlib
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,20 +197,27 @@ class Adapters:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def resolve(self, settings: object, *, dry_run: bool) -> dict[type, object]:
+    def resolve(
+        self,
+        settings: object,
+        *,
+        dry_run: bool,
+        given: Mapping[type, object] | None = None,
+    ) -> dict[type, object]:
         """Build every adapter — the dry-run variant where asked and registered.
 
         First every selected lazy string is imported (a missing module or attribute is a
         :class:`ConfigError` before anything is built), then each class or factory is
         called with the settings injected; anything else given as an adapter is used as is.
+        ``given`` adapters (a test's scripted fakes) are used as they are, and their
+        registered implementations are never imported.
         """
-        targets = {
-            entry.port: self._target(entry, entry.selected(dry_run), dry_run)
-            for entry in self._entries.values()
-        }
+        given = dict(given or {})
+        entries = [e for e in self._entries.values() if e.port not in given]
+        targets = {e.port: self._target(e, e.selected(dry_run), dry_run) for e in entries}
         providers = {type(settings): settings}
-        out: dict[type, object] = {}
-        for entry in self._entries.values():
+        out: dict[type, object] = dict(given)
+        for entry in entries:
             target = targets[entry.port]
             if callable(target):
                 name = getattr(target, "__qualname__", repr(target))

@@ -79,7 +79,8 @@ def test_a_device_that_always_raises_is_restarted_then_given_up_the_rest_goes_on
         BOUND,
     )
     assert json.loads(beat.payload)["devices"]["pump"]["restarts"] == 2
-    assert json.loads(beat.payload)["devices"]["meter"]["status"] == "ok"
+    # "busy" is healthy too: a 0.2 s meter on a loaded machine may skip a tick now and then
+    assert json.loads(beat.payload)["devices"]["meter"]["status"] in ("ok", "busy")
     assert payloads(observer, "sup/meter/error") == []
     assert agent.terminate() == 0
 

@@ -236,3 +236,73 @@ def test_stop_is_clean_even_while_a_handler_is_held(tmp_path: object) -> None:
     h.stop()  # the grace period bounds it
     gate.set()
     assert h.mqtt.get_messages_for("demo/status")[-1] == ("offline", True, 1)
+
+
+class RelayPort:
+    def switch(self, on: bool) -> None: ...
+
+
+class FakeRelay:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def switch(self, on: bool) -> None:
+        self.calls.append(on)
+
+
+def test_given_adapters_replace_lazy_ones_which_are_never_imported() -> None:
+    app = App("demo", heartbeat_interval=None)
+    app.adapter(RelayPort, "no_such_hardware_library:Relay")
+
+    @app.command("relay")
+    def relay(payload: str, port: RelayPort) -> dict:
+        port.switch(payload == "ON")
+        return {"on": payload == "ON"}
+
+    fake = FakeRelay()
+    with AppHarness(app, adapters={RelayPort: fake}) as h:
+        h.send_command("relay", "ON")
+    assert fake.calls == [True]
+    assert "no_such_hardware_library" not in sys.modules
+
+
+def test_each_run_loads_the_store_afresh_and_starts_fresh_state() -> None:
+    from agent import CircuitBreaker, Every
+
+    backend = MemoryStore()
+    app = App("demo", store=backend, heartbeat_interval=None)
+    fail = [True]
+
+    @app.telemetry("n", interval=1, publish=Every(n=2), circuit_breaker=CircuitBreaker(1))
+    def n(store: DeviceStore) -> dict:
+        if fail[0]:
+            raise OSError("first run: broken")
+        store["n"] = store.get("n", 0) + 1
+        return {"n": store["n"]}
+
+    with AppHarness(app, raise_errors=False) as h:
+        h.advance(1)  # fails at 0 -> the breaker opens; skipped at 1
+    fail[0] = False
+    backend.save("n", {"n": 100})  # someone changed the stored state between the runs
+    with AppHarness(app) as h:  # a restart: fresh breaker, fresh Every(n=), store reloaded
+        h.advance(2)
+    assert [m.json()["n"] for m in h.messages_for("demo/n/state")] == [101, 103]
+
+
+def test_freezegun_cannot_hang_a_stuck_test() -> None:
+    from freezegun import freeze_time
+
+    app = App("demo", heartbeat_interval=None)
+    gate = threading.Event()
+
+    @app.telemetry("t", interval=1)
+    def t(clock: FakeClock) -> dict:
+        if clock.now() > 0:
+            gate.wait(5)  # stuck outside the clock
+        return {}
+
+    with freeze_time("2024-01-01"), AppHarness(app) as h:
+        h.clock.settle = 0.3
+        with pytest.raises(AssertionError, match="did not wait on the clock again"):
+            h.advance(1)
+        gate.set()

@@ -31,6 +31,7 @@ from agent.injection import call_with_injection
 from agent.registry import Default, Registration, check_interval
 from agent.runtime.adapter_health import AdapterHealth, adapter_users
 from agent.runtime.inbox import Inbox
+from agent.runtime.persistence import DeviceStores
 from agent.runtime.reporting import Reporter
 from agent.runtime.routing import Route, Router
 from agent.runtime.scheduler import Scheduler
@@ -61,9 +62,17 @@ class Runtime:
         mqtt: Any | None,
         shutdown_event: threading.Event,
         clock: ClockPort | None,
+        adapters: dict[type, object] | None = None,
+        device_stores: DeviceStores | None = None,
+        dry_run: bool | None = None,
     ) -> None:
+        """``adapters``, ``device_stores`` and ``dry_run`` override the App's for this run
+        (the testing kit's scripted fakes, a fresh store per simulated restart)."""
         self.app = app
         self.settings = settings
+        self.device_stores = device_stores if device_stores is not None else app.device_stores
+        self._given_adapters = adapters
+        self._dry_run = app.dry_run if dry_run is None else dry_run
         self.clock: ClockPort = clock if clock is not None else SystemClock()
         self.shutdown_event = shutdown_event
         mqtt_settings = settings.mqtt
@@ -83,7 +92,7 @@ class Runtime:
         self.mqtt = mqtt
         self.health = HealthReporter(mqtt, self.prefix, app.version, self.clock)
         error_types = dict(app.error_type_map)
-        if app.device_stores is not None:
+        if device_stores is not None or app.device_stores is not None:
             error_types = {**STORE_ERROR_TYPES, **error_types}
         self.errors = ErrorPublisher(mqtt, self.prefix, error_types)
         self.reporter = Reporter(self.errors, self.clock)
@@ -110,21 +119,21 @@ class Runtime:
     def start(self) -> None:
         """Start everything, in the order of the module docstring."""
         app, settings = self.app, self.settings
-        adapters = app.adapters.resolve(settings, dry_run=app.dry_run)
+        adapters = app.adapters.resolve(settings, dry_run=self._dry_run, given=self._given_adapters)
         providers: dict[Any, object] = {
             type(settings): settings,
             ClockPort: self.clock,
             type(self.clock): self.clock,
             **adapters,
         }
-        if app.device_stores is not None:
+        if self.device_stores is not None:
             registry = app.registry
 
             def is_root(name: str) -> bool:
                 reg = registry.get(name)
                 return reg is not None and reg.is_root
 
-            app.device_stores.bind(self.errors, is_root)
+            self.device_stores.bind(self.errors, is_root)
         self.adapter_health = AdapterHealth(
             adapters,
             adapter_users(app.registry, adapters),
@@ -202,7 +211,7 @@ class Runtime:
                 on_handler_error=self._handler_error(reg.name, reg.is_root),
                 on_call=self._call_marker(watch) if watch is not None else None,
             )
-            stores = self.app.device_stores
+            stores = self.device_stores
             store = stores.for_device(reg) if stores is not None and reg.wants_store else None
             if reg.kind == "telemetry":
                 member = Member(reg, ctx, providers, store)
@@ -436,7 +445,7 @@ class Runtime:
             self._stack.close()
         except Exception:
             log.exception("error while exiting the lifespan/adapters")
-        stores = self.app.device_stores
+        stores = self.device_stores
         if stores is not None:
             # Best effort for threads that did not end: their own save has not run.
             stores.save_all([name for w in overrun for name in w.device_names])

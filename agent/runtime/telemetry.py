@@ -114,13 +114,18 @@ class TelemetryCycle:
         self._reporter = reporter
         self._reminder_interval = reminder_interval
         options = reg.telemetry
-        self._strategy = options.publish
+        # Fresh copies for this run: a strategy counts, a breaker remembers failures, a
+        # seeded backoff draws from its rng. Two runs of one App (a test's restart) must
+        # not share that state, just as two processes would not.
+        self._strategy = copy.deepcopy(options.publish)
         if self._strategy is not None:
             self._strategy._bind(clock)
         self._retries = options.retry
         self._retry_on = options.retry_on if options.retry_on is not None else DEFAULT_RETRY_ON
-        self._backoff = options.backoff if options.backoff is not None else _default_backoff()
-        self._breaker = options.circuit_breaker
+        self._backoff = (
+            copy.deepcopy(options.backoff) if options.backoff is not None else _default_backoff()
+        )
+        self._breaker = copy.deepcopy(options.circuit_breaker)
         self._published: dict[str, object] | None = None
         self._has_published = False
         self._streak: _Streak | None = None

@@ -33,6 +33,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+
+def _real_now() -> float:
+    # Not time.monotonic: freezegun patches that, and a frozen clock would make a bound
+    # that should fail a stuck test wait forever instead.
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 __all__ = ["FakeClock"]
 
 _DEATH_CHECK = 0.01  # real seconds between looks for woken threads that have ended
@@ -152,10 +159,10 @@ class FakeClock:
             quiet = {p.thread for p in self._parked if not p.waking}
             return all(t in quiet or not t.is_alive() for t in threads) and self._quiet_locked()
 
-        deadline = time.monotonic() + self.settle
+        deadline = _real_now() + self.settle
         with self._cond:
             while not parked():
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _real_now()
                 if remaining <= 0:
                     quiet = {p.thread for p in self._parked if not p.waking}
                     stuck = [t.name for t in threads if t.is_alive() and t not in quiet]
@@ -227,9 +234,9 @@ class FakeClock:
         return not any(p.waking for p in self._parked if p.thread.is_alive())
 
     def _settle_locked(self) -> None:
-        deadline = time.monotonic() + self.settle
+        deadline = _real_now() + self.settle
         while not self._quiet_locked():
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _real_now()
             if remaining <= 0:
                 break
             # Parking and waking notify us; a thread that *ends* does not, hence the slice.

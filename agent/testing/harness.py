@@ -36,8 +36,10 @@ from typing import Any
 
 from agent.app import App
 from agent.mqtt.fakes import MockMqttClient
+from agent.runtime.persistence import DeviceStores
 from agent.settings import Settings
 from agent.settings.sources import _flatten_toml
+from agent.stores import Store
 from agent.testing.clock import FakeClock
 from agent.topics import Topics
 
@@ -108,6 +110,12 @@ class AppHarness:
             class with ``overrides``.
         raise_errors: make a handler's exception fail the test (default), or keep it as an
             error payload only.
+        adapters: adapter instances to use instead of the registered ones (the test's
+            scripted fakes); the registered implementations of those ports are never
+            imported.
+        store: the store backend for this run (default: the App's). Each harness run loads
+            the devices' stores afresh from it, as a restarted process would.
+        dry_run: use the registered dry-run adapters (default: the App's setting).
     """
 
     def __init__(
@@ -116,6 +124,9 @@ class AppHarness:
         settings: Settings | None = None,
         *,
         raise_errors: bool = True,
+        adapters: Mapping[type, object] | None = None,
+        store: Store | None = None,
+        dry_run: bool | None = None,
         **overrides: Any,
     ) -> None:
         if settings is not None and overrides:
@@ -127,6 +138,12 @@ class AppHarness:
         self.mqtt = MockMqttClient()
         self.clock = FakeClock()
         self.raise_errors = raise_errors
+        self._adapters = dict(adapters) if adapters is not None else None
+        backend = store if store is not None else app.store
+        if store is not None and app.store is None:
+            raise TypeError("store= needs an App that has a store (App(..., store=...))")
+        self.store = backend
+        self._dry_run = dry_run
         self._shutdown = threading.Event()
         self._runtime: Any = None
         self._failures: list[tuple[str | None, BaseException]] = []
@@ -148,6 +165,10 @@ class AppHarness:
             mqtt=self.mqtt,
             shutdown_event=self._shutdown,
             clock=self.clock,
+            adapters=self._adapters,
+            # A fresh one per run: stores load from the backend, as after a real restart.
+            device_stores=DeviceStores(self.store) if self.store is not None else None,
+            dry_run=self._dry_run,
         )
         report = runtime.reporter.report
 

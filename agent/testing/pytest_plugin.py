@@ -7,8 +7,9 @@
         h.send_command("valve", "open")
         h.assert_state("valve", {"state": "open"})
 
-* ``harness`` — a factory: ``harness(app, settings=None, *, raise_errors=True, **overrides)``
-  returns a started :class:`~agent.testing.AppHarness`, stopped at teardown;
+* ``harness`` — a factory: ``harness(app, settings=None, **options)`` takes what
+  :class:`~agent.testing.AppHarness` takes (``raise_errors``, ``adapters``, ``store``,
+  ``dry_run``, setting overrides) and returns it started; it is stopped at teardown;
 * ``fake_clock`` — a fresh :class:`~agent.testing.FakeClock` at 0.0;
 * ``mock_mqtt`` — a fresh :class:`~agent.mqtt.fakes.MockMqttClient`;
 * ``device_context`` — a :class:`~agent.DeviceContext` named ``"device"`` under the prefix
@@ -64,10 +65,8 @@ def harness() -> Iterator[Callable[..., AppHarness]]:
     """``harness(app, **overrides)``: a started :class:`AppHarness`, stopped at teardown."""
     started: list[AppHarness] = []
 
-    def start(
-        app: App, settings: Settings | None = None, *, raise_errors: bool = True, **overrides: Any
-    ) -> AppHarness:
-        h = AppHarness(app, settings, raise_errors=raise_errors, **overrides)
+    def start(app: App, settings: Settings | None = None, **options: Any) -> AppHarness:
+        h = AppHarness(app, settings, **options)
         started.append(h)
         return h.start()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+
+from agent.testing.clock import _real_now
 
 
 def eventually(
@@ -17,10 +18,10 @@ def eventually(
     """Return once ``predicate()`` is truthy; raise AssertionError after ``timeout`` real
     seconds. Use it for effects on other threads that signal nothing (a message recorded by a
     fake); prefer waiting on an event where there is one."""
-    deadline = time.monotonic() + timeout
+    deadline = _real_now() + timeout
     pause = threading.Event()
     while not predicate():
-        if time.monotonic() > deadline:
+        if _real_now() > deadline:
             extra = f"; {describe()}" if describe is not None else ""
             raise AssertionError(
                 f"timed out after {timeout} s waiting for {what or predicate}{extra}"
