@@ -2,10 +2,17 @@
 
 Run from the repository root with the PyPI venv (paho 2.x, agent installed editable)::
 
-    build/venv-pypi/bin/python bench/telemetry.py --quick          # a smoke run, ~2 minutes
-    build/venv-pypi/bin/python bench/telemetry.py                  # the full run, ~12 minutes
-    build/venv-pypi/bin/python bench/telemetry.py --scenario single --duration 30
-    build/venv-pypi/bin/python bench/telemetry.py --scenario many --devices 500 --profile
+    build/venv-pypi/bin/python bench/telemetry.py --quick          # a smoke run, ~3 minutes
+    build/venv-pypi/bin/python bench/telemetry.py                  # the full run, ~15 minutes
+    build/venv-pypi/bin/python bench/telemetry.py --scenario single --duration 30 --pinning
+    build/venv-pypi/bin/python bench/telemetry.py --scenario many --tracemalloc --profile
+    build/venv-pypi/bin/python bench/telemetry.py --repeat 2 --keep   # each pair twice
+
+``--agent-root DIR`` measures another checkout's agent package instead of this one, e.g. a
+commit: ``mkdir /tmp/a && git archive b29d7c3 agent | tar -x -C /tmp/a`` then
+``--agent-root /tmp/a``. ``--python /usr/bin/python3`` runs agent and baseline with Debian's
+Python and paho-mqtt 1.6. Every figure of every run is also saved as JSON (``results.json``
+in the run folder, kept with ``--keep``), for comparing before and after a change.
 
 What runs. One private mosquitto (agent.testing.mosquitto, ``set_tcp_nodelay true``; its
 per-message debug log switched off, ``sys_interval 1``) serves every run of the invocation.
@@ -21,7 +28,8 @@ Scenarios (``--scenario``):
 
 * ``single`` — 1 device every 100 ms for 60 s, twice: as is, and with the measured process
   pinned to core 0 while a busy loop (a second Python process) spins pinned to core 1;
-  targets: 600 ± 1 ticks, p99 |jitter| ≤ 2 ms;
+  targets: 600 ± 1 ticks, p99 |jitter| ≤ 2 ms; ``--pinning`` adds a third time, pinned to
+  core 0 with the other core idle, to tell the effect of pinning from that of the load;
 * ``many`` — 1,000 devices every 1 s for 60 s, ungrouped and in 10 groups (``group=``, which
   the agent may not have yet: then "not available"); the baseline of the grouped job has one
   thread per group calling its 100 devices one after the other; targets: CPU ≤ 2× the
@@ -52,15 +60,25 @@ How each figure is computed, identically for agent and baseline:
   reading as skipped. The implementations' own counters (the ``skipped_ticks`` the agent's
   heartbeat would report, and its scheduler's missed periods; the baseline's skipped
   periods) cover the whole run and are shown beside it.
-* **|jitter|** — per device, ``t0`` is its first timestamp in the window and each later one
-  is compared with the nearest point of the ideal cadence ``t0 + k*interval``; p50, p99 and
-  max of the absolute deviation over all devices' ticks, in milliseconds. (Nearest point,
-  so a skipped tick is counted as skipped instead of turning every later tick "late".)
+* **|jitter|** — per device, each timestamp ``t`` in the window is compared with the nearest
+  point of the device's ideal cadence ``t0 + k*interval``; p50, p99 and max of the absolute
+  deviation over all devices' ticks, in milliseconds. (Nearest point, so a skipped tick is
+  counted as skipped instead of turning every later tick "late".) The cadence is anchored
+  at the device's *median phase*: ``t0`` = its first timestamp in the window plus the
+  median of every tick's offset from ``first + k*interval``. Anchored at the first
+  timestamp itself, that one tick's own error shifts every deviation of the device: a
+  baseline whose first tick came 2 ms late read p50 2.04 ms that way, 0.04 ms anchored at
+  its median. That figure ("from the first tick") is printed too, and the targets show
+  both.
 * **drift** — per device, ``(last - first) - (n - 1) * interval`` over its ``n`` ticks in the
   window: how far the cadence slid over the window (a skipped tick adds a whole interval);
   the maximum of its absolute value over devices.
 * **CPU** — ``utime + stime`` of the process (/proc/PID/stat: every thread, dead ones
-  included) over the window, divided by the window's wall time: % of one core.
+  included) over the window, divided by the window's wall time: % of one core; also split
+  into user and kernel time, per kind of thread (/proc/PID/task/TID/schedstat, the thread
+  names from the ready report) and with the context switches per second of all threads
+  (voluntary: a thread went to sleep, on a wait, a lock or the GIL; involuntary: the
+  kernel preempted it).
 * **RSS** — ``VmRSS`` sampled every second in the window (peak) and at its end, and
   ``VmHWM`` (the kernel's high-water mark of the whole run, start-up included) at its end;
   **threads** from /proc/PID/status. The timestamps themselves live in ``array('d')``:
@@ -94,6 +112,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +149,7 @@ class Job:
     duration: float
     groups: int = 0  # 0: one thread per device
     busy_other_core: bool = False  # pin the measured process to core 0, spin on core 1
+    pinned: bool = False  # pin the measured process to core 0 (implied by busy_other_core)
     tracemalloc: bool = False  # a diagnostic run: report where the Python memory went
 
     @property
@@ -152,6 +172,7 @@ class Metrics:
     jitter_p50_ms: float = math.nan
     jitter_p99_ms: float = math.nan
     jitter_max_ms: float = math.nan
+    jitter_p99_first_ms: float = math.nan  # the p99 anchored at the first tick instead
     drift_max_ms: float = math.nan
     handler_calls: int = 0  # every timestamp of the run, window or not
 
@@ -165,6 +186,9 @@ class Run:
     status: str = "ok"  # "ok", "not available", "failed: ..."
     metrics: Metrics = field(default_factory=Metrics)
     cpu_pct: float = math.nan
+    cpu_user_pct: float = math.nan  # of cpu_pct, in user mode
+    cpu_sys_pct: float = math.nan  # of cpu_pct, in the kernel
+    switches_per_s: tuple[float, float] = (math.nan, math.nan)  # voluntary, involuntary
     rss_peak_mb: float = math.nan
     rss_end_mb: float = math.nan
     hwm_mb: float = math.nan
@@ -179,6 +203,7 @@ class Run:
     log_warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     agent_file: str | None = None  # which agent/__init__.py the agent process imported
+    window: tuple[float, float] | None = None  # time.monotonic() of the window's start, end
     cpu_by_role: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
@@ -189,21 +214,50 @@ class Run:
 # -- reading /proc --------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (those that ended too), in seconds."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, all its threads (those that ended too), in seconds."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14, 15 of proc(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (those that ended too), in seconds."""
+    return sum(cpu_split(pid))
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches summed over the live threads of a process:
+    a thread that goes to sleep (a wait, a lock, the GIL) switches voluntarily; one the
+    kernel preempts, involuntarily."""
+    voluntary = involuntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """utime + stime of each live thread of a process, by OS thread id, in seconds."""
+    """CPU time of each live thread of a process, by OS thread id, in seconds.
+
+    From /proc/PID/task/TID/schedstat (nanoseconds on the CPU, exact) where the kernel has
+    it; the ``utime + stime`` of a thread's ``stat`` count in 10 ms clock ticks, and for
+    1,000 threads that each run for a few hundred microseconds a second they lose most of
+    it. (The process's own total, :func:`cpu_seconds`, is exact either way.)
+    """
     out: dict[int, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            text = (task / "stat").read_text()
-            fields = text[text.rindex(")") + 2 :].split()
-            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            try:
+                out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except OSError:
+                text = (task / "stat").read_text()
+                fields = text[text.rindex(")") + 2 :].split()
+                out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
 
 
@@ -276,6 +330,7 @@ def analyse(
     """The cadence figures of the module docstring, over the window ``[start, end)``."""
     counts: list[int] = []
     jitter: list[float] = []
+    from_first: list[float] = []
     drift = 0.0
     skipped = 0
     calls = 0
@@ -286,13 +341,16 @@ def analyse(
         if not ts:
             skipped += expected
             continue
-        t0 = ts[0]
+        first = ts[0]
         for prev, t in itertools.pairwise(ts):
             skipped += max(0, round((t - prev) / interval) - 1)
-            k = round((t - t0) / interval)
-            jitter.append(abs(t - t0 - k * interval))
-        drift = max(drift, abs((ts[-1] - t0) - (len(ts) - 1) * interval))
+        offsets = [t - first - round((t - first) / interval) * interval for t in ts]
+        phase = statistics.median(offsets)
+        jitter.extend(abs(o - phase) for o in offsets)
+        from_first.extend(abs(o) for o in offsets[1:])
+        drift = max(drift, abs((ts[-1] - first) - (len(ts) - 1) * interval))
     jitter.sort()
+    from_first.sort()
     return Metrics(
         ticks_min=min(counts, default=0),
         ticks_max=max(counts, default=0),
@@ -300,6 +358,7 @@ def analyse(
         jitter_p50_ms=percentile(jitter, 0.50) * 1e3,
         jitter_p99_ms=percentile(jitter, 0.99) * 1e3,
         jitter_max_ms=(jitter[-1] if jitter else math.nan) * 1e3,
+        jitter_p99_first_ms=percentile(from_first, 0.99) * 1e3,
         drift_max_ms=drift * 1e3 if counts and max(counts) > 1 else math.nan,
         handler_calls=calls,
     )
@@ -567,7 +626,7 @@ def start_run(
             env=env,
             stdout=log,
             stderr=log,
-            preexec_fn=pinned_to(MEASURED_CORE if job.busy_other_core else None),
+            preexec_fn=pinned_to(MEASURED_CORE if job.pinned or job.busy_other_core else None),
         )
     return proc, log_path
 
@@ -630,8 +689,9 @@ def measure(impl: str, job: Job, folder: Path, setup: Setup) -> Run:
         if later:
             ready.threads.update(thread_names(later))
         t_start = time.monotonic()
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0 = cpu_split(proc.pid)
         threads0 = thread_cpu_seconds(proc.pid)
+        switches0 = context_switches(proc.pid)
         broker0 = cpu_seconds(broker.pid) if broker.pid else math.nan
         machine0 = machine_jiffies()
         peak = 0
@@ -645,13 +705,21 @@ def measure(impl: str, job: Job, folder: Path, setup: Setup) -> Run:
                 break
             time.sleep(min(1.0, end - now))
         t_end = time.monotonic()
-        cpu1 = cpu_seconds(proc.pid)
+        cpu1 = cpu_split(proc.pid)
         threads1 = thread_cpu_seconds(proc.pid)
+        switches1 = context_switches(proc.pid)
         broker1 = cpu_seconds(broker.pid) if broker.pid else math.nan
         machine1 = machine_jiffies()
         wall = t_end - t_start
-        run.cpu_pct = (cpu1 - cpu0) / wall * 100
+        run.cpu_user_pct = (cpu1[0] - cpu0[0]) / wall * 100
+        run.cpu_sys_pct = (cpu1[1] - cpu0[1]) / wall * 100
+        run.cpu_pct = run.cpu_user_pct + run.cpu_sys_pct
+        run.switches_per_s = (
+            (switches1[0] - switches0[0]) / wall,
+            (switches1[1] - switches0[1]) / wall,
+        )
         run.cpu_by_role = cpu_by_role(threads0, threads1, ready.threads, wall)
+        run.window = (start, end)
         run.broker_cpu_pct = (broker1 - broker0) / wall * 100
         total = machine1[0] - machine0[0]
         ncpu = os.cpu_count() or 1
@@ -854,6 +922,14 @@ def profile(job: Job, impl: str, folder: Path, setup: Setup) -> str:
             print(f"({impl} profile run logged warnings, see {log_path})")
 
 
+def short_path(filename: str) -> str:
+    """A source file's name without the folders that differ between machines and runs."""
+    if filename.endswith(("/telemetry_app.py", "/telemetry_baseline.py")):
+        return Path(filename).name
+    short = re.sub(r"^.*/(?=agent/)", "", filename)  # this checkout or an --agent-root copy
+    return re.sub(r"^.*/(site-packages|lib/python3\.\d+)/", "", short)
+
+
 def traced(job: Job, impl: str, folder: Path, setup: Setup) -> tuple[dict[str, Any], float]:
     """One run of ``job`` with tracemalloc on: its report and the VmRSS (MB) when ready."""
     proc, _ = start_run(impl, replace(job, tracemalloc=True), folder, setup)
@@ -885,8 +961,7 @@ def memory_diagnostic(devices: int, impl: str, folder: Path, setup: Setup) -> st
     blocks: Counter[str] = Counter()
     for sign, report in ((-1, zero), (1, full)):
         for filename, size, count in report["by_file"]:
-            short = re.sub(r"^.*/(site-packages|lib/python3\.\d+|main)/", "", filename)
-            short = re.sub(r"^/tmp/[^/]+/[^/]+/[^/]+/", "", short)  # the app's run folder
+            short = short_path(filename)
             by_file[short] += sign * size
             blocks[short] += sign * count
     total = full["total"] - zero["total"]
@@ -919,7 +994,8 @@ def verdict(ok: bool) -> str:
 def run_rows(runs: Iterable[Run]) -> str:
     header = (
         "| job | impl | ticks/device (expected) | skipped (own count) | "
-        "\\|jitter\\| p50 / p99 / max ms | max \\|drift\\| ms | CPU % of a core | "
+        "\\|jitter\\| p50 / p99 / max ms (p99 from the first tick) | max \\|drift\\| ms | "
+        "CPU % of a core | "
         "RSS peak / end / HWM MB | threads | ready after s | packets at broker / handler calls |"
     )
     rows = [header, "|" + "---|" * 11]
@@ -943,6 +1019,7 @@ def run_rows(runs: Iterable[Run]) -> str:
         rows.append(
             f"| {r.job.label} | {r.impl} | {ticks} | {m.skipped}{own} "
             f"| {fmt(m.jitter_p50_ms, 2)} / {fmt(m.jitter_p99_ms, 2)} / {fmt(m.jitter_max_ms, 2)} "
+            f"({fmt(m.jitter_p99_first_ms, 2)}) "
             f"| {fmt(m.drift_max_ms, 2)} | {fmt(r.cpu_pct)} "
             f"| {fmt(r.rss_peak_mb)} / {fmt(r.rss_end_mb)} / {fmt(r.hwm_mb)} | {r.threads} "
             f"| {fmt(r.ready_after_s, 2)} | {r.packets if r.packets is not None else '—'}"
@@ -967,16 +1044,31 @@ def condition_rows(runs: Iterable[Run]) -> str:
 
 
 def thread_rows(runs: Iterable[Run]) -> str:
-    """CPU per kind of thread (names with numbers folded), % of one core, over the window."""
-    rows = ["| job | impl | kind of thread ×count: CPU % of a core |", "|---|---|---|"]
+    """Where the CPU of the window went: user and kernel time of the process, context
+    switches of all its threads, and CPU per kind of thread (names with numbers folded)."""
+    rows = [
+        "| job | impl | CPU % user / sys | context switches/s voluntary / involuntary "
+        "| kind of thread ×count: CPU % of a core |",
+        "|---|---|---|---|---|",
+    ]
     for r in runs:
         if r.ok and r.cpu_by_role:
             cells = ", ".join(
                 f"{role} ×{n}: {pct:.1f}" if n > 1 else f"{role}: {pct:.1f}"
                 for role, (n, pct) in r.cpu_by_role.items()
             )
-            rows.append(f"| {r.job.label} | {r.impl} | {cells} |")
+            total = sum(pct for _, pct in r.cpu_by_role.values())
+            voluntary, involuntary = r.switches_per_s
+            rows.append(
+                f"| {r.job.label} | {r.impl} | {fmt(r.cpu_user_pct)} / {fmt(r.cpu_sys_pct)} "
+                f"| {fmt(voluntary, 0)} / {fmt(involuntary, 0)} | {cells} (sum {total:.1f}) |"
+            )
     return "\n".join(rows) + "\n"
+
+
+def jitter_text(m: Metrics) -> str:
+    """p99 |jitter| anchored at the median phase, and from the first tick in parentheses."""
+    return f"{m.jitter_p99_ms:.2f} ms ({m.jitter_p99_first_ms:.2f} from the first tick)"
 
 
 def target_rows(pairs: Iterable[tuple[Run, Run]]) -> str:
@@ -1005,9 +1097,9 @@ def target_rows(pairs: Iterable[tuple[Run, Run]]) -> str:
             )
             row(
                 "p99 \\|jitter\\| ≤ 2 ms",
-                f"{a.jitter_p99_ms:.2f} ms",
+                jitter_text(a),
                 a.jitter_p99_ms <= 2.0,
-                f"{b.jitter_p99_ms:.2f} ms" if base.ok else "—",
+                jitter_text(b) if base.ok else "—",
             )
         elif job.scenario == "many":
             if base.ok and base.cpu_pct > 0:
@@ -1033,25 +1125,28 @@ def target_rows(pairs: Iterable[tuple[Run, Run]]) -> str:
             )
             row(
                 "p99 \\|jitter\\| ≤ 15 ms",
-                f"{a.jitter_p99_ms:.2f} ms",
+                jitter_text(a),
                 a.jitter_p99_ms <= 15.0,
-                f"{b.jitter_p99_ms:.2f} ms" if base.ok else "—",
+                jitter_text(b) if base.ok else "—",
             )
     return "\n".join(rows) + "\n"
 
 
 def footprint_rows(runs: Sequence[Run]) -> str:
-    """RSS and threads with 0 and N devices, and the cost of one device."""
+    """RSS and threads with 0 and N devices, and the cost of one device (each N-device run
+    against the latest 0-device run of the same implementation before it)."""
     rows = [
         "| impl | devices | RSS end MB | VmHWM MB | threads | RSS per device kB |",
         "|---|---|---|---|---|---|",
     ]
-    by = {(r.impl, r.job.devices): r for r in runs if r.ok}
     for impl in ("agent", "baseline"):
-        zero = by.get((impl, 0))
-        for (name, n), r in sorted(by.items()):
-            if name != impl:
+        zero: Run | None = None
+        for r in runs:
+            if r.impl != impl or not r.ok:
                 continue
+            n = r.job.devices
+            if n == 0:
+                zero = r
             per = "—"
             if zero is not None and n > 0:
                 per = f"{(r.rss_end_mb - zero.rss_end_mb) * 1024 / n:.1f}"
@@ -1075,6 +1170,9 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
         one = Job("single", "1 device @ 100 ms", 1, 0.1, single_s)
         jobs.append(one)
         jobs.append(replace(one, label="1 device @ 100 ms, other core busy", busy_other_core=True))
+        if args.pinning:
+            label = "1 device @ 100 ms, pinned, other core idle"
+            jobs.append(replace(one, label=label, pinned=True))
     if args.scenario in ("many", "all"):
         many = Job("many", f"{n} devices @ 1 s", n, 1.0, many_s)
         jobs.append(many)
@@ -1103,6 +1201,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="run the agent package of this folder (e.g. a `git archive HEAD` copy) "
         "instead of this checkout's",
+    )
+    parser.add_argument(
+        "--pinning",
+        action="store_true",
+        help="also the single job pinned to core 0 with the other core idle (which of the "
+        "two, pinning or the busy core, changes the jitter)",
     )
     parser.add_argument(
         "--tracemalloc",
@@ -1193,7 +1297,7 @@ def run_pairs(
     for rep in range(repeat):
         for job in jobs:
             order = ("agent", "baseline") if rep % 2 == 0 else ("baseline", "agent")
-            if job.busy_other_core and (os.cpu_count() or 1) < 2:
+            if (job.busy_other_core or job.pinned) and (os.cpu_count() or 1) < 2:
                 print(f"skipped {job.label}: needs 2 CPUs")
                 continue
             done: dict[str, Run] = {}
