@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agent.app import App, DeviceFailed
 from agent.clock import ClockPort, SystemClock
 from agent.context import AppContext, Command, DeviceContext
+from agent.entities import Entity
 from agent.errors import (
     CommandQueueFull,
     ErrorPayload,
@@ -52,6 +53,7 @@ from agent.retry import (
     FixedBackoff,
     LinearBackoff,
 )
+from agent.router import Router
 from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
 from agent.stores import (
     JsonFileStore,
@@ -95,6 +97,7 @@ __all__ = [
     "DeviceFailed",
     "DeviceStatus",
     "DeviceStore",
+    "Entity",
     "ErrorPayload",
     "ErrorPublisher",
     "Every",
@@ -129,6 +132,7 @@ __all__ = [
     "Pt1Filter",
     "PublishStrategy",
     "RestartsExhausted",
+    "Router",
     "SaveOnChange",
     "SaveOnPublish",
     "SaveOnShutdown",

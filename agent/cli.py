@@ -1,8 +1,13 @@
 """The command line: ``App.cli()`` and the ``agent`` console command.
 
-``agent --config /etc/agent.toml`` reads ``app = "module:attribute"`` from the config file,
-imports that App (the config file's folder and the working directory are searched first) and
-runs it with the rest of the file as its settings.
+``agent --config /etc/agent.toml`` (the default path) runs the daemon the config file
+describes — built-in devices, the user's modules, Home Assistant discovery (see
+:mod:`agent.daemon`). A config file with ``app = "module:attribute"`` instead names an App the
+user wrote: that App is imported (the config file's folder and the working directory are
+searched first) and run with the rest of the file as its settings.
+
+``agent check [--config FILE]`` checks a config file without connecting: exit 0 and a
+one-line summary, or exit 78 and every problem, one per line.
 
 ``agent describe --config FILE [--json] [--dry-run] [--env-file PATH]`` loads the App and its
 settings the same way and prints what it would do — devices, topics, adapters — as a table,
@@ -11,11 +16,11 @@ connects to the broker, never imports a lazy adapter string, never builds an ada
 prints a secret. ``App.cli()`` takes ``describe`` too (``python mybridge.py describe``), with
 ``--config`` optional there as for running.
 
-How the command line is parsed: a first argument ``describe`` selects that subcommand, whose
-options follow it; anything else — an option such as ``--config`` or ``--version``, or
-nothing at all — is the run command, parsed exactly as before subcommands existed. So
-``agent --config FILE``, ``python -m agent --config FILE``, ``agent --version`` and every
-systemd unit written for them keep working, and no config file path can be mistaken for a
+How the command line is parsed: a first argument ``describe`` or ``check`` selects that
+subcommand, whose options follow it; anything else — an option such as ``--config`` or
+``--version``, or nothing at all — is the run command, parsed exactly as before subcommands
+existed. So ``agent --config FILE``, ``python -m agent --config FILE``, ``agent --version``
+and every systemd unit written for them keep working, and no config file path can be mistaken for a
 subcommand (``--config`` always takes its value). argparse sub-parsers were not used: they
 would make a subcommand mandatory, or, made optional, still take the first stray positional
 argument for one and change the run command's usage and errors.
@@ -55,7 +60,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         prog=prog,
         description=description,
         epilog=f"'{prog} describe --help': show the devices, topics and adapters without "
-        "connecting to the broker.",
+        "connecting to the broker."
+        + (" 'agent check --help': check a config file." if prog == "agent" else ""),
     )
     parser.add_argument("--config", metavar="PATH", help="TOML settings file")
     parser.add_argument(
@@ -245,16 +251,43 @@ def _load_app(config: str | None) -> App | int:
         return EX_UNEXPECTED
 
 
+def _load_any_app(config: str, env_file: str | None) -> App | int:
+    """The App a config file describes: the user's (``app = "module:attribute"``) or the
+    daemon's (any other file; see :mod:`agent.daemon`)."""
+    from agent.daemon.command import load_app, uses_app_key
+
+    try:
+        legacy = uses_app_key(config)
+    except ConfigError as exc:
+        print(f"agent: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if legacy:
+        return _load_app(config)
+    return load_app(config, env_file=".env" if env_file is None else env_file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agent`` console command (and of ``python -m agent``)."""
+    from agent.daemon.config import DEFAULT_CONFIG
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from agent.daemon.command import check
+
+        return check(argv[1:])
     if argv[:1] == ["describe"]:
         args = build_describe_parser("agent").parse_args(argv[1:])
-        app = _load_app(args.config)
+        if args.config is None:
+            args.config = DEFAULT_CONFIG
+            argv += ["--config", DEFAULT_CONFIG]
+        app = _load_any_app(args.config, args.env_file)
         return app if isinstance(app, int) else describe_app(app, argv[1:], prog="agent")
     parser = build_parser("agent", "Run an IoT-to-MQTT bridge from a config file.")
     args = parser.parse_args(argv)
-    app = _load_app(args.config)
+    if args.config is None:
+        argv += ["--config", DEFAULT_CONFIG]
+        args.config = DEFAULT_CONFIG
+    app = _load_any_app(args.config, args.env_file)
     if isinstance(app, int):
         return app
     return run_app(app, argv, prog="agent")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from agent.clock import ClockPort
-from agent.runtime.inbox import Inbox, Tick
+from agent.runtime.inbox import WAKE, Inbox, Tick
 from agent.topics import Topics, validate_sub_topic
 
 T = TypeVar("T")
@@ -51,11 +51,39 @@ def _adapter_lookup(adapters: dict[type, object], port_type: type[T]) -> T:
 
 
 class AppContext:
-    """Context of the application lifespan: settings and adapters, nothing per device."""
+    """Context of the application lifespan: settings and adapters, nothing per device.
 
-    def __init__(self, *, settings: Any, adapters: dict[type, object]) -> None:
+    For app-wide services (the daemon's Home Assistant discovery) it also offers the MQTT
+    port (``mqtt``: publish, subscribe, ``on_message`` — whose callbacks run on the network
+    thread and must be quick), the clock port, the topic ``prefix``, the App's device
+    ``registry`` and ``republish()``, which sends the heartbeat, every availability and the
+    latest retained states again.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Any,
+        adapters: dict[type, object],
+        mqtt: Any = None,
+        clock: ClockPort | None = None,
+        prefix: str | None = None,
+        registry: Any = None,
+        republish: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self._adapters = adapters
+        self.mqtt = mqtt
+        self.clock = clock
+        self.prefix = prefix
+        self.registry = registry
+        self._republish = republish
+
+    def republish(self) -> None:
+        """Publish the heartbeat, availability and latest states again (e.g. after Home
+        Assistant restarted and forgot them)."""
+        if self._republish is not None:
+            self._republish()
 
     def adapter(self, port_type: type[T]) -> T:
         """The adapter registered for ``port_type``; LookupError if there is none."""
@@ -151,18 +179,33 @@ class DeviceContext:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of clock time, serving commands meanwhile; returns early at shutdown."""
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` of clock time, serving commands meanwhile; returns early at
+        shutdown, and on :meth:`wake` (then True; False otherwise)."""
         deadline = self.clock.now() + seconds
         while not self._shutdown_event.is_set():
             remaining = deadline - self.clock.now()
             if remaining <= 0:
-                return
+                return False
             item = self._inbox.get(remaining)
             if isinstance(item, Command):
                 self.dispatch(item)
+            elif item is WAKE:
+                return True
             elif item is None and self._inbox.closed:
-                return
+                return False
+        return False
+
+    def wake(self) -> None:
+        """Wake the device's thread, from any thread: its ``ctx.sleep()`` returns True at
+        once, or ``ctx.commands()`` yields ``None``.
+
+        For hardware libraries that call back on a thread of their own (gpiozero's
+        ``when_pressed``, a serial reader): record what happened, call ``ctx.wake()``, and
+        let the device's own thread act on it, so the device's code still runs on one
+        thread, one thing at a time. Wakes that come before the device looks are one.
+        """
+        self._inbox.put_wake()
 
     def commands(self, timeout: float | None = None) -> Iterator[Command | None]:
         """Yield inbound commands as they arrive; ``None`` each time ``timeout`` passes idle.
@@ -186,7 +229,7 @@ class DeviceContext:
                 return
             if isinstance(item, Tick):
                 continue
-            yield item  # type: ignore[misc]
+            yield None if item is WAKE else item  # type: ignore[misc]
 
     # -- command handlers -------------------------------------------------------------------
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent.entities import Entity
 from agent.injection import Param, asks_for, check_plain_function, signature_params
 from agent.persist import DeviceStore, check_policy
 from agent.retry import BackoffStrategy, CircuitBreaker
@@ -54,6 +55,12 @@ class Registration:
     telemetry: TelemetryOptions = field(default_factory=lambda: TelemetryOptions())
     wants_store: bool = False  # a DeviceStore is injected, or persist= saves one
     timeout: float | Default | None = DEFAULT  # per handler call; DEFAULT: by kind
+    entities: tuple[Entity, ...] = ()  # what its state fields are (Home Assistant)
+    source: str = ""  # where it was declared, for error messages ("module mybridge")
+
+    @property
+    def is_telemetry(self) -> bool:
+        return self.kind == "telemetry"
 
     @property
     def accepts_commands(self) -> bool:
@@ -142,6 +149,27 @@ class Registry:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def include(self, reg: Registration) -> None:
+        """Take a registration made elsewhere (a Router's) as it is, checking its name and
+        root flag against these and the store rules."""
+        existing = self._by_name.get(reg.name)
+        if existing is not None:
+            raise ValueError(
+                f"device {reg.name!r} from {reg.source} clashes with device {reg.name!r} from "
+                f"{existing.source}"
+            )
+        if reg.is_root and self.root is not None:
+            raise ValueError(
+                f"a second root (unnamed) device {reg.name!r} from {reg.source}: the root is "
+                f"{self.root.name!r} from {self.root.source}"
+            )
+        if reg.wants_store and not self._has_store:
+            raise ValueError(
+                f"device {reg.name!r} from {reg.source} uses a DeviceStore or persist= but the "
+                "App has no store; give it one, e.g. App(..., store=SqliteStore(path))"
+            )
+        self._by_name[reg.name] = reg
+
     def get(self, name: str) -> Registration | None:
         return self._by_name.get(name)
 
@@ -161,6 +189,8 @@ class Registry:
         interval: IntervalSpec | None = None,
         telemetry: TelemetryOptions | None = None,
         timeout: float | Default | None = DEFAULT,
+        entities: Sequence[Entity] = (),
+        source: str | None = None,
     ) -> Registration:
         role = f"@app.{kind} handler"
         check_plain_function(func, role)
@@ -168,8 +198,16 @@ class Registry:
             name = func.__name__
             is_root = True
         validate_name(name, "device")
+        source = source if source is not None else f"module {func.__module__}"
         if name in self._by_name:
-            raise ValueError(f"a device named {name!r} is already registered")
+            raise ValueError(
+                f"a device named {name!r} is already registered ({self._by_name[name].source}); "
+                f"this one comes from {source}"
+            )
+        entities = tuple(entities)
+        for entity in entities:
+            if not isinstance(entity, Entity):
+                raise ValueError(f"entities= takes agent.Entity(...) items, got {entity!r}")
         if is_root and self.root is not None:
             raise ValueError(
                 f"a root (unnamed) device is already registered ({self.root.name!r}); "
@@ -218,6 +256,8 @@ class Registry:
             telemetry=options,
             wants_store=wants is not None or options.persist is not None,
             timeout=timeout,
+            entities=entities,
+            source=source,
         )
         self._by_name[name] = reg
         return reg

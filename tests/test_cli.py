@@ -363,7 +363,9 @@ def test_describe_never_connects_imports_or_builds_adapters(
 
 
 def test_describe_exits_78_with_one_line_for_config_errors(
-    described: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    described: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config, module = described
     config.write_text(f'app = "{module}:app"\n[mqtt]\nport = 0\n')
@@ -372,9 +374,13 @@ def test_describe_exits_78_with_one_line_for_config_errors(
     config.write_text('app = "no_such_app_module:app"\n')
     assert main(["describe", "--config", str(config)]) == 78
     assert "no module named 'no_such_app_module'" in one_config_error_line(capsys, "agent", config)
-    assert main(["describe"]) == 78  # no --config: the same line as for a run
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "agent: configuration error: arguments: --config: missing" in err[0]
+    # No --config: the daemon's default file, /etc/agent.toml, as for a run.
+    default = config.parent / "etc-agent.toml"
+    monkeypatch.setattr("agent.daemon.config.DEFAULT_CONFIG", str(default))
+    for argv in (["describe"], []):
+        assert main(argv) == 78
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"agent: configuration error: {default}: config file not found"]
 
 
 def test_app_cli_describe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,7 +174,12 @@ BAD_CONFIGS = [
     ("out of range", "[mqtt]\nport = 70000\n", r"agent\.toml: mqtt\.port: expected .*70000"),
     ("invalid TOML", "[mqtt\nport = 1\n", r"agent\.toml: line 2: invalid TOML"),
     ("bad choice", '[logging]\nformat = "xml"\n', r"agent\.toml: logging\.format: expected"),
-    ("no app", "poll_interval = 1.0\n", r"agent\.toml: app: expected"),
+    (
+        "no app",
+        "poll_interval = 1.0\n",
+        r"agent\.toml: (line 1: )?poll_interval: unknown key; the daemon does not know it \(a "
+        r'config file for an App of your own names it: app = "module:attribute"\)',
+    ),
     ("app not found", 'app = "nosuchmodule:app"\n', r"agent\.toml: app: cannot import"),
     ("app wrong attribute", 'app = "quickstart:nope"\n', r"agent\.toml: app: .*no attribute"),
     (

@@ -1,14 +1,16 @@
 """A device's inbox: the one queue its thread takes work from.
 
-Three producers put into it — paho's network thread (commands), the scheduler thread
-(telemetry ticks) and the supervisor (shutdown) — and exactly one consumer, the device's own
-thread, takes from it. Producers never block:
+Four producers put into it — paho's network thread (commands), the scheduler thread
+(telemetry ticks), the supervisor (shutdown) and any thread calling ``ctx.wake()`` (a
+hardware library's callback) — and exactly one consumer, the device's own thread, takes from
+it. Producers never block:
 
 * commands are bounded by ``capacity``; when full, the *oldest* pending command is dropped
   (the newest one carries the user's latest intent) and the put reports what was dropped;
 * at most one telemetry :class:`Tick` is pending. It names the devices that are due (one, or
   several members of a coalescing group); a device that falls due again while its tick still
-  waits is skipped, and the put reports it, so a slow handler never builds a backlog.
+  waits is skipped, and the put reports it, so a slow handler never builds a backlog;
+* at most one :data:`WAKE` is pending: a thousand wakes before the device looks are one.
 
 The consumer waits through the clock port, so a fake clock drives it in tests.
 """
@@ -30,6 +32,15 @@ class Tick:
     due: list[str]
 
 
+class _Wake:
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+WAKE = _Wake()
+"""The item :meth:`Inbox.put_wake` queues: "look at your hardware's news"."""
+
+
 class Inbox:
     """Bounded, clock-driven, single-consumer queue of a device's work items."""
 
@@ -42,6 +53,7 @@ class Inbox:
         self._items: deque[object] = deque()
         self._commands = 0
         self._tick: Tick | None = None  # the pending tick, still in _items
+        self._wake_pending = False  # a WAKE is in _items
         self._closed = False
         # Private to the consumer: producers, shutdown and the clock set it to wake it.
         self._waker = threading.Event()
@@ -89,6 +101,15 @@ class Inbox:
             pending.due.extend(name for name in due if name not in pending.due)
             return skipped
 
+    def put_wake(self) -> None:
+        """Queue a :data:`WAKE` unless one is pending already (from any thread)."""
+        with self._lock:
+            if self._closed or self._wake_pending:
+                return
+            self._wake_pending = True
+            self._items.append(WAKE)
+            self._waker.set()
+
     def close(self) -> int:
         """Stop taking items and wake the consumer; returns the number of dropped items."""
         with self._lock:
@@ -97,6 +118,7 @@ class Inbox:
             self._items.clear()
             self._commands = 0
             self._tick = None
+            self._wake_pending = False
             self._waker.set()
         return dropped
 
@@ -126,6 +148,8 @@ class Inbox:
                     item = self._items.popleft()
                     if item is self._tick:
                         self._tick = None
+                    elif item is WAKE:
+                        self._wake_pending = False
                     else:
                         self._commands -= 1
                     return item

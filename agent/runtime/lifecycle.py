@@ -332,7 +332,17 @@ class Runtime:
                 # through adapter health: a restart may exit and enter it again
                 self._stack.enter_context(self.adapter_health.context(port))
         if app.lifespan is not None:
-            manager = app.lifespan(AppContext(settings=self.settings, adapters=adapters))
+            manager = app.lifespan(
+                AppContext(
+                    settings=self.settings,
+                    adapters=adapters,
+                    mqtt=self.mqtt,
+                    clock=self.clock,
+                    prefix=self.prefix,
+                    registry=app.registry,
+                    republish=self._on_connected,
+                )
+            )
             if not (hasattr(manager, "__enter__") and hasattr(manager, "__exit__")):
                 raise TypeError(
                     f"lifespan {app.lifespan.__qualname__!r} returned {type(manager).__name__}, "

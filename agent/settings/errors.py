@@ -54,3 +54,24 @@ class ConfigError(Exception):
             parts.append(self.key or self.variable or "")
         parts.append(self.detail or f"expected {self.expected}, found {self.found}")
         return ": ".join(parts)
+
+
+class Problems:
+    """Where the loader puts each :class:`ConfigError`: raised at once (the default, for
+    ``load()``), or kept so that the loader carries on and every problem of a file is found
+    in one pass (``collect=True``, for :meth:`Settings.check
+    <agent.settings.Settings.check>` and ``agent check``)."""
+
+    def __init__(self, *, collect: bool = False) -> None:
+        self.collect = collect
+        self.found: list[ConfigError] = []
+
+    def report(self, err: ConfigError) -> None:
+        """Raise ``err``, or keep it when collecting."""
+        if not self.collect:
+            raise err
+        self.found.append(err)
+
+
+RAISE = Problems()
+"""The loader's default: the first problem is raised (nothing is ever kept in it)."""

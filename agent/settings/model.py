@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar, Literal, TypeVar
 
 from agent.logs import register_secret
 from agent.settings.conversion import _exception_text, _Raw, _show
-from agent.settings.errors import ConfigError
+from agent.settings.errors import RAISE, ConfigError, Problems
 from agent.settings.fields import SECRET, SECRET_FILE, at_least, between, greater_than
 from agent.settings.section import Section
 from agent.settings.sources import _all_paths, _read_dotenv, _read_environ, _read_toml
@@ -226,31 +226,71 @@ class Settings(Section):
             ) from err
 
     @classmethod
+    def check(
+        cls: type[_S],
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        env_file: str | os.PathLike[str] | None = ".env",
+        environ: Mapping[str, str] | None = None,
+    ) -> tuple[_S | None, list[ConfigError]]:
+        """Like :meth:`load`, but find *every* problem instead of stopping at the first.
+
+        Returns ``(settings, [])`` when all is well, else ``(None, problems)`` in the order
+        found, one :class:`ConfigError` each. A file that cannot be parsed at all is one
+        problem (nothing after a syntax error can be trusted); otherwise each unknown key,
+        each refused value and each section's failed cross-field check is its own problem,
+        and the rest of the file is still checked. ``agent check`` prints them.
+        """
+        problems = Problems(collect=True)
+        try:
+            settings = cls._load(config_file, env_file, environ, problems)
+        except ConfigError as err:
+            problems.found.append(err)  # what stops reading altogether: a file unparsable
+        except Exception as err:
+            source = str(config_file) if config_file is not None else "settings"
+            failure = ConfigError(
+                source=source, detail=f"cannot load the settings: {_exception_text(err)}"
+            )
+            problems.found.append(failure)
+        if problems.found:
+            return None, problems.found
+        return settings, []
+
+    @classmethod
     def _load(
         cls: type[_S],
         config_file: str | os.PathLike[str] | None,
         env_file: str | os.PathLike[str] | None,
         environ: Mapping[str, str] | None,
+        problems: Problems = RAISE,
     ) -> _S:
         files: list[tuple[pathlib.Path, dict[tuple[str, ...], _Raw]]] = []
         if config_file is not None:
             config_path = pathlib.Path(config_file)
-            files.append((config_path, _read_toml(cls, config_path)))
+            files.append((config_path, _read_toml(cls, config_path, problems)))
         if env_file is not None:
             env_path = pathlib.Path(env_file)
             if str(env_file) != ".env" or env_path.exists():
-                files.append((env_path, _read_dotenv(cls, env_path)))
+                try:
+                    files.append((env_path, _read_dotenv(cls, env_path, problems)))
+                except ConfigError as err:
+                    problems.report(err)  # a line it cannot parse: the file is skipped
         layers: dict[tuple[str, ...], _Raw] = {}
         for _file, values in files:
             layers.update(values)
-        layers.update(_read_environ(cls, os.environ if environ is None else environ))
-        settings = cls._from_layers(layers, ())
+        environ = os.environ if environ is None else environ
+        layers.update(_read_environ(cls, environ, problems))
+        settings = cls._from_layers(layers, (), problems)
+        seen = len(problems.found)
         try:
-            settings._validate_tree(())
+            settings._validate_tree((), problems)
         except ConfigError as err:
             if not err.source:
                 _blame(err, layers)
             raise
+        for err in problems.found[seen:]:
+            if not err.source:
+                _blame(err, layers)
         for _path, spec, value in settings._walk():
             if spec.secret and isinstance(value, str):
                 register_secret(value)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.settings.conversion import _convert, _exception_text, _Raw
-from agent.settings.errors import ConfigError
+from agent.settings.errors import RAISE, ConfigError, Problems
 from agent.settings.fields import _Field, _fields, _SectionBase
 
 __all__ = ["Section"]
@@ -89,30 +89,48 @@ class Section(_SectionBase):
     # -- internals used by the loader ------------------------------------------------
 
     @classmethod
-    def _from_layers(cls, values: dict[tuple[str, ...], _Raw], path: tuple[str, ...]) -> Any:
-        """Build an instance from the merged sources: ``values`` maps key paths to raw values."""
+    def _from_layers(
+        cls,
+        values: dict[tuple[str, ...], _Raw],
+        path: tuple[str, ...],
+        problems: Problems = RAISE,
+    ) -> Any:
+        """Build an instance from the merged sources: ``values`` maps key paths to raw values.
+
+        A value that ``problems`` keeps (rather than raises) is replaced by the default, so
+        that the rest can still be checked."""
         self = cls.__new__(cls)
         for name, spec in _fields(cls).items():
             here = (*path, name)
+            default = _Raw(spec.default, f"{cls.__name__} defaults", typed=True)
             if spec.is_section:
-                setattr(self, name, spec.type._from_layers(values, here))
-            elif here in values:
-                setattr(self, name, _convert_loaded(spec, values[here], ".".join(here)))
-            else:
-                default = _Raw(spec.default, f"{cls.__name__} defaults", typed=True)
-                setattr(self, name, _convert_loaded(spec, default, ".".join(here)))
+                setattr(self, name, spec.type._from_layers(values, here, problems))
+                continue
+            try:
+                value = _convert_loaded(spec, values.get(here, default), ".".join(here))
+            except ConfigError as err:
+                problems.report(err)
+                value = _convert_loaded(spec, default, ".".join(here))
+            setattr(self, name, value)
         return self
 
-    def _validate_tree(self, path: tuple[str, ...]) -> None:
+    def _validate_tree(self, path: tuple[str, ...], problems: Problems = RAISE) -> None:
+        """Run the validate() hooks bottom-up; with a collecting ``problems``, every
+        section's first problem is kept and the other sections are still checked (a
+        section whose values were refused already is not validated: its hook would only
+        repeat the refusal)."""
         for name, spec in _fields(type(self)).items():
             if spec.is_section:
-                getattr(self, name)._validate_tree((*path, name))
+                getattr(self, name)._validate_tree((*path, name), problems)
+        here = ".".join(path)
+        if any(err.key == here or err.key.startswith(here + ".") for err in problems.found):
+            return
         try:
             self.validate()
         except ConfigError as err:
             if path and not err.source:
                 err.key = ".".join((*path, err.key)) if err.key else ".".join(path)
-            raise
+            problems.report(err)
         except Exception as err:
             # A hook that crashes on a value it did not foresee still rejected that value:
             # report it like any other, on the section (the loader adds the source). The
@@ -121,9 +139,11 @@ class Section(_SectionBase):
             for _path, spec, value in self._walk():
                 if spec.secret and isinstance(value, str) and value:
                     text = text.replace(value, "***")
-            raise ConfigError(
+            failure = ConfigError(
                 key=".".join(path), detail=f"{type(self).__name__}.validate() failed: {text}"
-            ) from err
+            )
+            failure.__cause__ = err
+            problems.report(failure)
 
     def _walk(self, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _Field, Any]]:
         for name, spec in _fields(type(self)).items():

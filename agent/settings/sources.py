@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.settings.conversion import _exception_text, _Raw, _show
-from agent.settings.errors import ConfigError
+from agent.settings.errors import RAISE, ConfigError, Problems
 from agent.settings.fields import _Field, _fields
 
 if sys.version_info >= (3, 11):
@@ -142,11 +142,13 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _read_toml(cls: type[Section], path: pathlib.Path) -> dict[tuple[str, ...], _Raw]:
+def _read_toml(
+    cls: type[Section], path: pathlib.Path, problems: Problems = RAISE
+) -> dict[tuple[str, ...], _Raw]:
     data = read_toml(path)
     source = str(path)
     out: dict[tuple[str, ...], _Raw] = {}
-    _flatten_toml(cls, data, (), source, out)
+    _flatten_toml(cls, data, (), source, out, problems)
     return out
 
 
@@ -156,6 +158,7 @@ def _flatten_toml(
     path: tuple[str, ...],
     source: str,
     out: dict[tuple[str, ...], _Raw],
+    problems: Problems = RAISE,
 ) -> None:
     # Recursive, but only into the sections ``cls`` declares: the depth is that of the
     # settings classes, never that of the file (read_toml refused deep files already).
@@ -166,20 +169,26 @@ def _flatten_toml(
         spec = fields.get(key)
         if spec is None:
             choices = [".".join((*path, name)) for name in fields]
-            raise ConfigError(
-                source=source,
-                key=dotted,
-                detail="unknown key" + _suggest(dotted, choices),
-            )
-        if spec.is_section:
-            if not isinstance(value, dict):
-                raise ConfigError(
+            problems.report(
+                ConfigError(
                     source=source,
                     key=dotted,
-                    expected=f"a table [{dotted}]",
-                    found=_show(value),
+                    detail="unknown key" + _suggest(dotted, choices),
                 )
-            _flatten_toml(spec.type, value, here, source, out)
+            )
+            continue
+        if spec.is_section:
+            if not isinstance(value, dict):
+                problems.report(
+                    ConfigError(
+                        source=source,
+                        key=dotted,
+                        expected=f"a table [{dotted}]",
+                        found=_show(value),
+                    )
+                )
+                continue
+            _flatten_toml(spec.type, value, here, source, out, problems)
         else:
             out[here] = _Raw(value, source, typed=True)
 
@@ -252,7 +261,9 @@ def _env_key(name: str, prefix: str) -> str:
     return bare.lower().replace("__", ".")
 
 
-def _read_dotenv(cls: type[Settings], path: pathlib.Path) -> dict[tuple[str, ...], _Raw]:
+def _read_dotenv(
+    cls: type[Settings], path: pathlib.Path, problems: Problems = RAISE
+) -> dict[tuple[str, ...], _Raw]:
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -267,18 +278,23 @@ def _read_dotenv(cls: type[Settings], path: pathlib.Path) -> dict[tuple[str, ...
         key_path = names.get(name.upper())
         if key_path is None:
             # A .env file is written for this program: every line must mean something.
-            raise ConfigError(
-                source=source,
-                line=number,
-                key=_env_key(name, cls.env_prefix),
-                variable=name,
-                detail="unknown setting" + _suggest(name.upper(), list(names)),
+            problems.report(
+                ConfigError(
+                    source=source,
+                    line=number,
+                    key=_env_key(name, cls.env_prefix),
+                    variable=name,
+                    detail="unknown setting" + _suggest(name.upper(), list(names)),
+                )
             )
+            continue
         out[key_path] = _Raw(value, source, typed=False, line=number, variable=name)
     return out
 
 
-def _read_environ(cls: type[Settings], environ: Mapping[str, str]) -> dict[tuple[str, ...], _Raw]:
+def _read_environ(
+    cls: type[Settings], environ: Mapping[str, str], problems: Problems = RAISE
+) -> dict[tuple[str, ...], _Raw]:
     names = _env_names(cls)
     prefix = cls.env_prefix.upper()
     top = {name.upper() for name in _fields(cls)}
@@ -296,10 +312,12 @@ def _read_environ(cls: type[Settings], environ: Mapping[str, str]) -> dict[tuple
         # every prefixed name is ours, so a typo there is reported too.
         first = upper[len(prefix) :].split("__", 1)[0]
         if prefix or first in top:
-            raise ConfigError(
-                source="environment",
-                key=_env_key(name, prefix),
-                variable=name,
-                detail="unknown setting" + _suggest(upper, list(names)),
+            problems.report(
+                ConfigError(
+                    source="environment",
+                    key=_env_key(name, prefix),
+                    variable=name,
+                    detail="unknown setting" + _suggest(upper, list(names)),
+                )
             )
     return out

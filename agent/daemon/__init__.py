@@ -1,0 +1,2 @@
+"""The daemon: ``agent --config /etc/agent.toml`` builds one App from a config file — built-in
+devices, the user's modules, Home Assistant discovery — and runs it."""

@@ -1,0 +1,112 @@
+"""What the ``agent`` command does with a config file.
+
+A config file with ``app = "module:attribute"`` names an App the user wrote (the framework's
+way, unchanged); any other config file is the daemon's (:mod:`agent.daemon.config`).
+:func:`load_app` gives the App either way; :func:`check` is ``agent check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.app import App
+from agent.settings import ConfigError, read_toml
+
+__all__ = ["check", "load_app", "uses_app_key"]
+
+EX_OK = 0
+EX_CONFIG = 78
+
+
+def uses_app_key(path: str) -> bool:
+    """True when the file names an App of the user's (``app = ...``): the framework's
+    config file of before the daemon. Raises ConfigError for a file that does not parse."""
+    return "app" in read_toml(path)
+
+
+def load_app(path: str, *, env_file: str | None = ".env", prog: str = "agent") -> App | int:
+    """The App of a daemon config file, or the exit code (78) after printing every problem
+    on stderr, one per line."""
+    from agent.daemon.app import build_app
+    from agent.daemon.config import check_config
+
+    config, problems = check_config(path, env_file=env_file)
+    if config is None:
+        _print_problems(problems, prog)
+        return EX_CONFIG
+    try:
+        return build_app(config)
+    except ConfigError as err:
+        _print_problems([err], prog)
+        return EX_CONFIG
+
+
+def _print_problems(problems: list[ConfigError], prog: str) -> None:
+    for problem in problems:
+        print(f"{prog}: configuration error: {problem}", file=sys.stderr)
+
+
+def build_check_parser(prog: str = "agent") -> argparse.ArgumentParser:
+    from agent.daemon.config import DEFAULT_CONFIG
+
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} check",
+        description="Check a config file without connecting to the broker: exit 0 with a "
+        "one-line summary, or exit 78 with every problem, one per line.",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}"
+    )
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="a .env file (default: ./.env if present)"
+    )
+    return parser
+
+
+def check(argv: list[str], prog: str = "agent") -> int:
+    """``agent check``: read everything the service would read, import the user's modules,
+    build the App — and stop there (see :func:`build_check_parser`)."""
+    args = build_check_parser(prog).parse_args(argv)
+    env_file = ".env" if args.env_file is None else args.env_file
+    try:
+        legacy = uses_app_key(args.config)
+    except ConfigError as err:
+        _print_problems([err], prog)
+        return EX_CONFIG
+    if legacy:
+        return _check_legacy(args.config, env_file, prog)
+    from agent.daemon.app import build_app
+    from agent.daemon.config import check_config
+
+    config, problems = check_config(args.config, env_file=env_file)
+    if config is None:
+        _print_problems(problems, prog)
+        return EX_CONFIG
+    try:
+        app = build_app(config)
+    except ConfigError as err:
+        _print_problems([err], prog)
+        return EX_CONFIG
+    from agent.daemon.app import BUILTIN_SOURCE
+
+    from_modules = sum(1 for reg in app.registry if BUILTIN_SOURCE not in reg.source)
+    summary = config.summary()
+    if from_modules:
+        summary += f"; {from_modules} device(s) from modules"
+    print(summary)
+    return EX_OK
+
+
+def _check_legacy(path: str, env_file: str, prog: str) -> int:
+    from agent.cli import _load_app
+
+    app = _load_app(path)
+    if isinstance(app, int):
+        return app
+    settings, problems = app.settings_class.check(config_file=path, env_file=env_file)
+    if settings is None:
+        _print_problems(problems, prog)
+        return EX_CONFIG
+    print(f"{path}: OK; app {app.name!r} with {len(app.registry)} device(s)")
+    return EX_OK

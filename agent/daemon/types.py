@@ -1,0 +1,86 @@
+"""What a built-in device type is: the contract between the daemon and each built-in.
+
+The daemon reads ``[[device]]`` tables from the config file. The keys every device has are
+checked by the daemon (:class:`DeviceSpec`): ``type``, ``name``, ``enabled``, ``interval``,
+``publish``, ``filter``, ``retry``, ``group``. Everything else in the table belongs to the
+type, which checks it (:meth:`DeviceType.check`) and registers the device on a
+:class:`~agent.Router` with the public framework API (:meth:`DeviceType.register`) — a
+built-in is a plain use of ``agent``, nothing more.
+
+Problems are reported, not raised: :meth:`DeviceType.check` calls ``problem(key, expected,
+found)`` for each (``key`` relative to the device's table, e.g. ``"mounts[1]"``), so
+``agent check`` can list every mistake of a file at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.entities import Entity
+from agent.router import Router
+from agent.strategies import PublishStrategy
+
+__all__ = ["DeviceSpec", "DeviceType", "FieldFilter", "Problem"]
+
+Problem = Callable[[str, str, str], None]
+"""``problem(key, expected, found)``: report one mistake in a device's table (``found``
+already quoted for display, never a secret)."""
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """A signal filter for one numeric field of the state: ``kind`` is ``median``, ``pt1``
+    or ``one_euro``, ``params`` its arguments (``window``; ``tau``; ``min_cutoff``, ``beta``,
+    ``d_cutoff``). ``dt`` is the device's interval."""
+
+    field: str
+    kind: str
+    params: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """The keys every ``[[device]]`` table has, checked by the daemon."""
+
+    key: str  # where it is in the file, for messages: "device[2]"
+    type: str
+    name: str
+    enabled: bool = True
+    interval: float | None = None  # None: the type's default (or none, for command types)
+    publish: PublishStrategy | None = None
+    filters: tuple[FieldFilter, ...] = ()
+    retry: int = 0
+    group: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the rest: the type's
+
+
+class DeviceType(Protocol):
+    """A built-in device type (``[[device]] type = "system"``)."""
+
+    name: str
+    """The ``type`` value in the config file."""
+
+    default_interval: float | None
+    """Seconds between readings when the table gives none; None for a type that only takes
+    commands (then ``interval``, ``publish``, ``filter`` and ``retry`` are refused)."""
+
+    def check(self, options: Mapping[str, Any], problem: Problem) -> Any:
+        """Check the type's own keys (unknown ones included, with a "did you mean");
+        return what :meth:`register` needs (e.g. a small dataclass). Report every problem
+        through ``problem``; never raise for a user's mistake."""
+        ...
+
+    def register(self, router: Router, spec: DeviceSpec, options: Any) -> None:
+        """Register the device on ``router`` with ``router.add_telemetry`` /
+        ``add_command`` / ``add_device``: name ``spec.name``, ``enabled``, ``interval``,
+        ``publish``, ``retry``, ``group`` from ``spec``, and ``entities=`` for Home
+        Assistant. Wrap a telemetry handler with :func:`agent.daemon.filters.filtered` to
+        apply ``spec.filters``."""
+        ...
+
+
+def entity(field: str, **metadata: Any) -> Entity:
+    """Shorthand used by the built-ins."""
+    return Entity(field, **metadata)
