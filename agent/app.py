@@ -67,9 +67,10 @@ class App(Registrations):
         error_reminder_interval: float | None = 3600.0,
         store: Store | None = None,
         restart_after_failures: int = 5,
-        max_restarts: int = 3,
+        max_restarts: int | None = 3,
         restart_cooldown: float = 5.0,
         sustained_health_reset: float = 300.0,
+        max_restart_cooldown: float | None = None,
         exit_on_device_failure: bool = False,
         watchdog_stall_limit: float | None = 600.0,
     ) -> None:
@@ -88,7 +89,11 @@ class App(Registrations):
         self.health_check_interval = health_check_interval
         # Supervision (agent/runtime/supervisor.py): restarts of devices and adapters.
         self.restart_policy = RestartPolicy(
-            restart_after_failures, max_restarts, restart_cooldown, sustained_health_reset
+            restart_after_failures,
+            max_restarts,
+            restart_cooldown,
+            sustained_health_reset,
+            max_restart_cooldown,
         )
         self.exit_on_device_failure = exit_on_device_failure
         if watchdog_stall_limit is not None and not watchdog_stall_limit > 0:

@@ -194,6 +194,7 @@ def configure_logging(settings: LoggingSettings, *, service: str, version: str =
     Removes every handler from the root logger (closing those an earlier call installed),
     installs a stderr handler and, when ``settings.file`` is set, a
     :class:`~logging.handlers.RotatingFileHandler`; each gets the :class:`SecretFilter`.
+    Python's warnings are logged too (logger ``py.warnings``), in the same format.
 
     Raises:
         ConfigError: the log file cannot be opened (key ``logging.file``).
@@ -237,3 +238,8 @@ def configure_logging(settings: LoggingSettings, *, service: str, version: str =
         handler._agent_owned = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(settings.level.upper())
+    # Python's warnings (a library's "falling back to another pin factory") would otherwise
+    # be printed raw on stderr, several lines in the middle of one-object-per-line JSON.
+    # Off first: capturing twice is a no-op even if someone restored showwarning since.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)

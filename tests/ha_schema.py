@@ -7,7 +7,11 @@ and its documentation: the keys each component takes and their types, the requir
 the availability list's shape, the device and origin blocks, entity ids, and the unit /
 device class / state class combinations it accepts (the tables in
 :mod:`agent.daemon.ha_tables`, which are Home Assistant's own data). It is written apart from
-the code that builds the configs, so that a mistake there shows up here. Stricter than Home
+the code that builds the configs, so that a mistake there shows up here. The tables are
+shared with that code, so a wrong entry in them would pass both: for the device classes used
+most (temperature, humidity, battery, power, energy) :data:`DOCUMENTED` says again, by hand
+from Home Assistant's documentation, which units and state classes are right, and is checked
+as well. Stricter than Home
 Assistant in one way: a key it does not know is a problem (Home Assistant drops it without a
 word, which hides typos), and so is ``object_id`` (deprecated in 2025.10, gone in 2026.4).
 
@@ -144,6 +148,29 @@ _DEVICE_KEYS: dict[str, tuple[type, ...]] = {
     "configuration_url": STR,
 }
 _ORIGIN_KEYS: dict[str, tuple[type, ...]] = {"name": STR, "sw_version": STR, "support_url": STR}
+# Written by hand from Home Assistant's documentation, NOT from agent.daemon.ha_tables: the
+# second opinion on the tables for the classes people use most. Units: "Available device
+# classes", https://developers.home-assistant.io/docs/core/entity/sensor/#available-device-classes
+# (the same lists: https://www.home-assistant.io/integrations/sensor/#device-class). State
+# classes: energy is a total, never a measurement ("Long-term Statistics" on the first page:
+# device_class must not be energy for measurement), the others are measurements (core's
+# DEVICE_CLASS_STATE_CLASSES in homeassistant/components/sensor/const.py).
+DOCUMENTED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "temperature": (frozenset({"°C", "°F", "K"}), frozenset({"measurement"})),
+    "humidity": (frozenset({"%"}), frozenset({"measurement"})),
+    "battery": (frozenset({"%"}), frozenset({"measurement"})),
+    "power": (frozenset({"mW", "W", "kW", "MW", "GW", "TW"}), frozenset({"measurement"})),
+    "energy": (
+        frozenset(
+            {"J", "kJ", "MJ", "GJ", "mWh", "Wh", "kWh", "MWh", "GWh", "TWh"}
+            | {"cal", "kcal", "Mcal", "Gcal"}
+        ),
+        frozenset({"total", "total_increasing"}),
+    ),
+}
+"""``{device_class: (units, state classes)}`` Home Assistant documents, for sensors (units
+for numbers too)."""
+
 _AVAILABILITY_KEYS: dict[str, tuple[type, ...]] = {
     "topic": STR,
     "payload_available": STR,
@@ -293,11 +320,21 @@ def _unit(p: dict[str, Any]) -> list[str]:
         unit = ha_tables.AMBIGUOUS_UNITS.get(unit, unit)
     if dc in ha_tables.UNITS_OF and unit is not None and unit not in ha_tables.UNITS_OF[dc]:
         return [f"unit {unit!r} is not valid with device_class {dc!r}"]
+    if dc in DOCUMENTED and unit is not None and unit not in DOCUMENTED[dc][0]:
+        return [f"unit {unit!r} is not one Home Assistant documents for device_class {dc!r}"]
+    return []
+
+
+def _documented_state_class(p: dict[str, Any]) -> list[str]:
+    dc, sc = p.get("device_class"), p.get("state_class")
+    if sc is not None and dc in DOCUMENTED and sc not in DOCUMENTED[dc][1]:
+        return [f"state_class {sc!r} is not one Home Assistant documents for {dc!r}"]
     return []
 
 
 def _sensor(p: dict[str, Any]) -> list[str]:
     out = _device_class(p, ha_tables.SENSOR_DEVICE_CLASSES) + _unit(p)
+    out += _documented_state_class(p)
     dc, sc, unit = p.get("device_class"), p.get("state_class"), p.get("unit_of_measurement")
     if sc is not None and sc not in ha_tables.SENSOR_STATE_CLASSES:
         out.append(f"state_class {sc!r} is not one Home Assistant knows")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builtin_helpers import check, checked
 
 from agent import App, Entity
 from agent.daemon.builtins import BUILTINS
@@ -36,21 +37,7 @@ from agent.router import Router
 from agent.settings import ConfigError
 from agent.testing import AppHarness
 
-Problems = list[tuple[str, str, str]]
 ENV = {"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"}
-
-
-def check(device_type: Any, options: Mapping[str, Any]) -> tuple[Any, Problems]:
-    problems: Problems = []
-    result = device_type.check(options, lambda *problem: problems.append(problem))
-    return result, problems
-
-
-def checked(device_type: Any, options: Mapping[str, Any]) -> Any:
-    result, problems = check(device_type, options)
-    assert problems == [], problems
-    assert result is not None
-    return result
 
 
 def build(device_type: Any, options: Mapping[str, Any], *, name: str = "dev", **common: Any) -> App:

@@ -8,28 +8,24 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import builtin_helpers as helpers
 import pytest
 
 from agent import App, Router
 from agent.daemon.app import build_app
 from agent.daemon.builtins import BUILTINS
-from agent.daemon.builtins.file import FILE, FileOptions, make_handler
+from agent.daemon.builtins.file import FILE, make_handler
 from agent.daemon.config import check_config
 from agent.daemon.types import DeviceSpec
 from agent.testing import AppHarness
 
 
-def checked(**table: Any) -> FileOptions:
-    problems: list[tuple[str, str, str]] = []
-    result = FILE.check(table, lambda *p: problems.append(p))
-    assert problems == []
-    return result
+def checked(**table: Any) -> Any:
+    return helpers.checked(FILE, table)
 
 
 def problems_of(table: dict[str, Any]) -> list[tuple[str, str, str]]:
-    problems: list[tuple[str, str, str]] = []
-    FILE.check(table, lambda *p: problems.append(p))
-    return problems
+    return helpers.problems_of(FILE, table)
 
 
 def read(path: Path, text: str | bytes, **table: Any) -> dict[str, Any]:

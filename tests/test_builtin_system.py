@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import builtin_helpers as helpers
 import pytest
 
 from agent import App, Router
@@ -64,16 +65,11 @@ def options(tmp_path: Path, **table: Any) -> SystemOptions:
     """A checked table (failing the test on any problem) with the fake roots."""
     table.setdefault("sysfs_root", str(tmp_path / "sys"))
     table.setdefault("procfs_root", str(tmp_path / "proc"))
-    problems: list[tuple[str, str, str]] = []
-    checked = SYSTEM.check(table, lambda *p: problems.append(p))
-    assert problems == []
-    return checked
+    return helpers.checked(SYSTEM, table)
 
 
 def problems_of(table: dict[str, Any]) -> list[tuple[str, str, str]]:
-    problems: list[tuple[str, str, str]] = []
-    SYSTEM.check(table, lambda *p: problems.append(p))
-    return problems
+    return helpers.problems_of(SYSTEM, table)
 
 
 # -- check ------------------------------------------------------------------------------
@@ -453,8 +449,5 @@ def test_a_config_file_reports_the_system_table_mistakes(tmp_path: Path) -> None
     assert checked is None
     lines = [str(p) for p in problems]
     assert len(lines) == 2, lines
-    assert (
-        'device[1].mount: expected an option of system (did you mean "mounts"?)'
-        in lines[0]
-    )
+    assert 'device[1].mount: expected an option of system (did you mean "mounts"?)' in lines[0]
     assert "device[1].interfaces[1]: expected an interface name" in lines[1]

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import builtin_helpers as helpers
 import pytest
 
 from agent import App, Router
@@ -44,17 +45,12 @@ def plug(sys_root: Path, sensor: str, millidegrees: int, **kwargs: Any) -> Path:
     return directory
 
 
-def checked(**table: Any) -> W1Options:
-    problems: list[tuple[str, str, str]] = []
-    result = W1_TEMPERATURE.check(table, lambda *p: problems.append(p))
-    assert problems == []
-    return result
+def checked(**table: Any) -> Any:
+    return helpers.checked(W1_TEMPERATURE, table)
 
 
 def problems_of(table: dict[str, Any]) -> list[tuple[str, str, str]]:
-    problems: list[tuple[str, str, str]] = []
-    W1_TEMPERATURE.check(table, lambda *p: problems.append(p))
-    return problems
+    return helpers.problems_of(W1_TEMPERATURE, table)
 
 
 # -- check ------------------------------------------------------------------------------

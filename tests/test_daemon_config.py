@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import agent.daemon.config as config_module
 from agent import App, Router
 from agent.cli import main
 from agent.daemon import builtins
@@ -74,11 +75,12 @@ class CommandType:
         router.add_command(spec.name, switch, enabled=spec.enabled)
 
 
+REAL_BUILTINS = builtins.BUILTINS
+
+
 @pytest.fixture(autouse=True)
 def fake_types(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(builtins, "BUILTINS", {"poll": PollType(), "switch": CommandType()})
-    import agent.daemon.config as config_module
-
     monkeypatch.setattr(config_module, "BUILTINS", builtins.BUILTINS)
 
 
@@ -530,3 +532,65 @@ def test_check_never_connects(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (
         main(["check", "--config", str(path), "--env-file", str(write(tmp_path, "", ".env"))]) == 0
     )
+
+
+def test_check_lists_problems_of_every_stage_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's own mistakes, the types' registration checks, the modules and the Home
+    Assistant metadata: all in one run of ``agent check``, one line each."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config_module, "BUILTINS", REAL_BUILTINS)
+    reading = tmp_path / "reading"
+    reading.write_text("1\n")
+    path = write(
+        tmp_path,
+        f"""
+        modules = ["no_such_module_x1", "1bad", "ok:"]
+
+        [[device]]
+        type = "file"
+        path = "{reading}"
+        intervall = 5
+
+        [[device]]
+        type = "exec"
+        name = "a"
+        command = ["/bin/echo", "1"]
+        interval = 5
+        timeout = 5
+
+        [[device]]
+        type = "exec"
+        name = "b"
+        command = ["/bin/echo", "1"]
+        interval = 5
+        timeout = 9
+
+        [[device]]
+        type = "file"
+        name = "boiler"
+        path = "{reading}"
+        field = "temperature"
+        unit = "C"
+        device_class = "temperature"
+        filter = {{ temprature = {{ median = 3 }} }}
+        """,
+    )
+    assert main(["check", "--config", str(path)]) == 78
+    lines = capsys.readouterr().err.strip().splitlines()
+    keys = [line.split(": ")[3] for line in lines]
+    assert keys == [
+        "modules[2]",
+        "modules[3]",
+        "device[1].intervall",
+        "device[2].timeout",
+        "device[3].timeout",
+        "device[4].filter.temprature",
+        "modules[1]",
+        "device[4]",
+    ], lines
+    assert 'did you mean "interval"?' in lines[2]
+    assert 'did you mean "temperature"?' in lines[5]
+    assert "no module named 'no_such_module_x1'" in lines[6]
+    assert 'unit "C" is not a unit of device_class "temperature"' in lines[7]

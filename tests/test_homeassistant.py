@@ -11,10 +11,11 @@ import threading
 from typing import Any
 
 import pytest
-from ha_schema import check_discovery
+from ha_schema import DOCUMENTED, check_discovery
 
 import agent
 from agent import ConfigError, Entity
+from agent.daemon import ha_tables
 from agent.daemon.homeassistant import (
     STORE_KEY,
     THREAD_NAME,
@@ -22,6 +23,7 @@ from agent.daemon.homeassistant import (
     build_configs,
     check_app_entities,
     discovery_lifespan,
+    entity_config_errors,
     field_path,
     ha_id,
 )
@@ -31,6 +33,7 @@ from agent.testing import AppHarness, eventually
 
 HA = HomeAssistantSettings(enabled=True)
 STATUS = "{{ value_json.status if value_json is mapping else value }}"
+ON_OFF = "{{ 'ON' if (value_json.%s | string | lower) in ['true', '1', 'on'] else 'OFF' }}"
 
 
 def noop() -> dict:
@@ -139,13 +142,14 @@ def test_binary_sensors_and_switches_read_booleans_or_the_payloads_declared() ->
     )
     configs = configs_of(app)
     running = configs["homeassistant/binary_sensor/garden/pump_running/config"]
-    assert running["value_template"] == "{{ 'ON' if value_json.running else 'OFF' }}"
+    assert running["value_template"] == ON_OFF % "running"
     assert (running["payload_on"], running["payload_off"]) == ("ON", "OFF")
     assert running["expire_after"] == 30
     lid = configs["homeassistant/binary_sensor/garden/pump_lid/config"]
     assert lid["value_template"] == "{{ value_json.lid }}"
     assert (lid["payload_on"], lid["payload_off"]) == ("open", "shut")
     switch = configs["homeassistant/switch/garden/valve_on/config"]
+    assert switch["value_template"] == ON_OFF % "on"
     assert switch["command_topic"] == "garden/valve/set"
     assert switch["retain"] is False
     assert (switch["state_on"], switch["state_off"]) == ("ON", "OFF")
@@ -153,6 +157,86 @@ def test_binary_sensors_and_switches_read_booleans_or_the_payloads_declared() ->
     sub = configs["homeassistant/switch/garden/valve_state/config"]
     assert sub["command_topic"] == "garden/valve/state/set"
     assert (sub["payload_on"], sub["state_on"], sub["state_off"]) == ("open", "open", "closed")
+
+
+def boolean_templates() -> dict[str, str]:
+    """The value templates of a binary sensor and a switch without payloads declared."""
+    app = agent.App("garden", "1.0")
+    app.add_command(
+        "valve",
+        cmd,
+        entities=[
+            Entity("is-open", component="binary_sensor"),
+            Entity("state", component="switch"),
+        ],
+    )
+    configs = configs_of(app)
+    return {
+        "binary_sensor": configs["homeassistant/binary_sensor/garden/valve_is-open/config"][
+            "value_template"
+        ],
+        "switch": configs["homeassistant/switch/garden/valve_state/config"]["value_template"],
+    }
+
+
+def test_a_boolean_field_compares_its_text_so_that_off_is_not_on() -> None:
+    # Jinja's own truth would make the string "OFF" (what a command handler answering
+    # {"state": payload} publishes after Home Assistant sent OFF) read ON.
+    assert boolean_templates() == {
+        "binary_sensor": "{{ 'ON' if (value_json['is-open'] | string | lower) in "
+        "['true', '1', 'on'] else 'OFF' }}",
+        "switch": ON_OFF % "state",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, "ON"),
+        (False, "OFF"),
+        (1, "ON"),
+        (0, "OFF"),
+        ("ON", "ON"),
+        ("OFF", "OFF"),
+        ("on", "ON"),
+        ("Off", "OFF"),
+        ("true", "ON"),
+        ("False", "OFF"),
+        (None, "OFF"),
+    ],
+)
+def test_the_boolean_template_renders_as_home_assistant_would(value: Any, expected: str) -> None:
+    """Home Assistant renders value templates with Jinja2 in a sandbox, ``value_json`` the
+    parsed payload. jinja2 is a test dependency (not one of agent's): scripts/test installs
+    it (python3-jinja2 from Debian, jinja2 from PyPI in the test extra)."""
+    try:
+        from jinja2 import sandbox
+    except ImportError:  # pragma: no cover - a broken test environment
+        pytest.fail("jinja2 is missing: sudo apt install python3-jinja2, or pip install jinja2")
+    env = sandbox.ImmutableSandboxedEnvironment()
+    payload = json.loads(json.dumps({"is-open": value, "state": value}))
+    for template in boolean_templates().values():
+        assert env.from_string(template).render(value_json=payload) == expected
+    missing = env.from_string(boolean_templates()["switch"]).render(value_json={})
+    assert missing == "OFF"
+
+
+def test_the_device_model_says_what_kind_of_device_it_is() -> None:
+    app = agent.App("a", "1.0")
+    app.add_telemetry("t", noop, interval=5, entities=[Entity("v")])
+    app.add_command("c", cmd, entities=[Entity("on", component="switch")])
+    app.add_device("d", noop, entities=[Entity("v")])
+    configs = configs_of(app)
+    models = {
+        topic.split("/")[3]: config["device"]["model"]
+        for topic, config in configs.items()
+        if "connectivity" not in topic
+    }
+    assert models == {
+        "t_v": "agent telemetry device",
+        "c_on": "agent command device",
+        "d_v": "agent device",
+    }
 
 
 def test_buttons_numbers_and_selects_send_commands() -> None:
@@ -401,7 +485,62 @@ def test_every_problem_is_counted_and_the_first_one_told() -> None:
     message = refused(
         Entity("a", unit=" "), Entity("b", device_class="nope"), Entity("c", icon="x")
     )
-    assert message.endswith("(and 2 more)")
+    assert message.startswith("agent.toml: device 'boiler' (")
+    assert message.endswith(
+        ", sensor 'a': unit \" \" is not a unit (leave it out for none) (and 2 more)"
+    )
+
+
+def test_each_problem_is_its_own_error_at_the_key_of_its_device() -> None:
+    app = agent.App("a", "1.0")
+    app.add_telemetry(
+        "boiler",
+        noop,
+        interval=5,
+        entities=[
+            Entity("flow", device_class="temperature", unit="C"),
+            Entity("ok", device_class="temperature", unit="°C"),
+            Entity("b", device_class="temprature", unit="°C"),
+        ],
+    )
+    app.add_command("lamp", cmd, entities=[Entity("c", icon="x")])
+    app.add_telemetry("spare", noop, interval=5, enabled=False, entities=[Entity("d", icon="y")])
+    app.add_telemetry("fine", noop, interval=5, entities=[Entity("e", unit="%")])
+    errors = entity_config_errors(
+        app,
+        HA,
+        source="agent.toml",
+        keys={"boiler": "device[2]", "lamp": "modules[1]", "fine": "device[1]"},
+    )
+    assert [(e.source, e.key) for e in errors] == [
+        ("agent.toml", "device[2]"),
+        ("agent.toml", "device[2]"),
+        ("agent.toml", "modules[1]"),
+        ("agent.toml", ""),  # not in keys
+    ]
+    lines = [str(e) for e in errors]
+    assert lines[0] == (
+        "agent.toml: device[2]: device 'boiler', sensor 'flow': unit \"C\" is not a unit of "
+        'device_class "temperature" (use one of "°C", "K", "°F")'
+    )
+    assert lines[1].startswith(
+        "agent.toml: device[2]: device 'boiler', sensor 'b': device_class \"temprature\" "
+        'is not one of a sensor (did you mean "temperature"?'
+    )
+    assert lines[2] == (
+        "agent.toml: modules[1]: device 'lamp', sensor 'c': "
+        'icon "x" is not an icon name like "mdi:thermometer"'
+    )
+    # Without a key, where the device was registered says where to look.
+    assert lines[3].startswith("agent.toml: device 'spare' (module "), lines[3]
+    assert all("\n" not in line for line in lines)
+
+
+def test_an_app_without_problems_has_no_entity_errors() -> None:
+    app = agent.App("a", "1.0")
+    app.add_telemetry("t", noop, interval=5, entities=[Entity("v", unit="%")])
+    assert entity_config_errors(app, HA, source="agent.toml", keys={"t": "device[1]"}) == []
+    check_app_entities(app, HA, source="agent.toml")  # raises nothing either
 
 
 def test_combinations_home_assistant_accepts_pass() -> None:
@@ -433,6 +572,19 @@ def test_a_bad_discovery_prefix_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="discovery_prefix: expected a topic prefix"):
         HomeAssistantSettings(discovery_prefix="home/+/x").validate()
     HomeAssistantSettings(discovery_prefix="home/ha").validate()
+
+
+@pytest.mark.parametrize("topic", ["homeassistant/+", "#", "ha//status", ""])
+def test_a_status_topic_with_wildcards_or_empty_levels_is_a_config_error(topic: str) -> None:
+    with pytest.raises(ConfigError, match="status_topic: expected a topic without wildcards"):
+        HomeAssistantSettings(status_topic=topic).validate()
+
+
+def test_home_assistants_birth_topic_is_its_own_setting() -> None:
+    settings = HomeAssistantSettings(discovery_prefix="ha")
+    assert settings.status_topic == "homeassistant/status"  # Home Assistant's default
+    settings.validate()
+    HomeAssistantSettings(status_topic="hass/birth").validate()
 
 
 # -- the checker fails on what Home Assistant refuses --------------------------------
@@ -492,6 +644,114 @@ def test_the_checker_finds_what_is_wrong(change: dict, expected: str) -> None:
     assert any(expected in p for p in problems), problems
 
 
+# -- the checker's own reading of Home Assistant's documentation --------------------
+
+
+def test_the_documented_classes_agree_with_the_tables_today() -> None:
+    for dc, (units, state_classes) in DOCUMENTED.items():
+        assert set(ha_tables.UNITS_OF[dc]) == units, dc
+        assert set(ha_tables.STATE_CLASSES_OF[dc]) == state_classes, dc
+
+
+@pytest.mark.parametrize(
+    ("table", "dc", "wrong", "entity", "expected"),
+    [
+        (
+            ha_tables.UNITS_OF,
+            "temperature",
+            "C",
+            Entity("v", device_class="temperature", unit="C"),
+            "unit 'C' is not one Home Assistant documents for device_class 'temperature'",
+        ),
+        (
+            ha_tables.UNITS_OF,
+            "humidity",
+            "%RH",
+            Entity("v", device_class="humidity", unit="%RH"),
+            "unit '%RH' is not one Home Assistant documents for device_class 'humidity'",
+        ),
+        (
+            ha_tables.UNITS_OF,
+            "battery",
+            "V",
+            Entity("v", device_class="battery", unit="V"),
+            "unit 'V' is not one Home Assistant documents for device_class 'battery'",
+        ),
+        (
+            ha_tables.UNITS_OF,
+            "power",
+            "kWh",
+            Entity("v", device_class="power", unit="kWh"),
+            "unit 'kWh' is not one Home Assistant documents for device_class 'power'",
+        ),
+        (
+            ha_tables.UNITS_OF,
+            "energy",
+            "kW",
+            Entity("v", device_class="energy", unit="kW", state_class="total"),
+            "unit 'kW' is not one Home Assistant documents for device_class 'energy'",
+        ),
+        (
+            ha_tables.STATE_CLASSES_OF,
+            "energy",
+            "measurement",
+            Entity("v", device_class="energy", unit="kWh", state_class="measurement"),
+            "state_class 'measurement' is not one Home Assistant documents for 'energy'",
+        ),
+        (
+            ha_tables.STATE_CLASSES_OF,
+            "temperature",
+            "total_increasing",
+            Entity("v", device_class="temperature", unit="°C", state_class="total_increasing"),
+            "state_class 'total_increasing' is not one Home Assistant documents for 'temperature'",
+        ),
+    ],
+    ids=[
+        "temperature-C",
+        "humidity-%RH",
+        "battery-V",
+        "power-kWh",
+        "energy-kW",
+        "energy-measurement",
+        "temperature-total_increasing",
+    ],
+)
+def test_a_wrong_table_entry_is_caught_by_what_home_assistant_documents(
+    monkeypatch: pytest.MonkeyPatch,
+    table: dict[str, tuple[str | None, ...]],
+    dc: str,
+    wrong: str,
+    entity: Entity,
+    expected: str,
+) -> None:
+    # The mistake the code and the table-based checks share: the table takes a wrong value.
+    monkeypatch.setitem(table, dc, (*table[dc], wrong))
+    app = agent.App("a", "1.0")
+    app.add_telemetry("t", noop, interval=5, entities=[entity])
+    check_app_entities(app, HA, source="agent.toml")  # the code believes the table
+    configs = build_configs(app.registry, prefix="a", ha=HA, settings=Settings(), version="1")
+    config = configs["homeassistant/sensor/a/t_v/config"]
+    assert check_discovery("homeassistant/sensor/a/t_v/config", config) == [expected]
+
+
+def test_what_home_assistant_documents_passes_the_checker() -> None:
+    app = agent.App("a", "1.0")
+    app.add_telemetry(
+        "t",
+        noop,
+        interval=5,
+        entities=[
+            Entity("c", device_class="temperature", unit="°F", state_class="measurement"),
+            Entity("h", device_class="humidity", unit="%", state_class="measurement"),
+            Entity("b", device_class="battery", unit="%"),
+            Entity("p", device_class="power", unit="kW", state_class="measurement"),
+            Entity("e", device_class="energy", unit="Wh", state_class="total"),
+            Entity("m", device_class="energy", unit="MWh", state_class="total_increasing"),
+        ],
+    )
+    assert len(configs_of(app)) == 7  # configs_of runs the checker on each
+
+
 def test_the_checker_knows_each_components_required_keys_and_the_topic_shape() -> None:
     assert check_discovery("homeassistant/sensor/a b/x/config", GOOD)
     assert check_discovery("homeassistant/sensor/a/x/state", GOOD)
@@ -520,13 +780,14 @@ def make_app(
     store: MemoryStore | None,
     delay: tuple[float, float] = (2.0, 2.0),
     rng: random.Random | None = None,
+    ha: HomeAssistantSettings = HA,
 ) -> agent.App:
     """An App with telemetry devices ``devices`` (one sensor each) and discovery on."""
     app = agent.App(
         "house",
         "1.0",
         heartbeat_interval=3600,
-        lifespan=discovery_lifespan(HA, store=store, version="9.9", delay=delay, rng=rng),
+        lifespan=discovery_lifespan(ha, store=store, version="9.9", delay=delay, rng=rng),
     )
     for name in devices:
         app.add_telemetry(
@@ -621,6 +882,40 @@ def test_home_assistants_online_brings_configs_then_states_after_the_delay() -> 
         h.advance(10)
         assert h.published == []  # one re-publish for the three messages
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("options", "birth"),
+    [
+        # Another discovery prefix leaves Home Assistant's birth topic where it was.
+        ({"discovery_prefix": "ha"}, "homeassistant/status"),
+        ({"status_topic": "hass/birth"}, "hass/birth"),
+    ],
+)
+def test_online_is_awaited_on_the_status_topic_not_under_the_discovery_prefix(
+    options: dict[str, str], birth: str
+) -> None:
+    ha = HomeAssistantSettings(enabled=True, **options)
+    with AppHarness(make_app("hall", store=None, ha=ha)) as h:
+        assert h.mqtt.subscriptions.count(birth) == 1
+        assert f"{ha.discovery_prefix}/status" not in h.mqtt.subscriptions
+        start = h.clock.now()
+        h.mqtt.published.clear()
+        h.mqtt.deliver(birth, "online")
+        eventually(lambda: h.clock.next_deadline == start + 2.0, what="the delay armed")
+        h.advance(2.0)
+        topics = [m.topic for m in h.published]
+        assert f"{ha.discovery_prefix}/sensor/house/hall_t/config" in topics
+        assert "house/hall/state" in topics
+
+
+def test_online_under_another_discovery_prefix_is_not_home_assistants() -> None:
+    ha = HomeAssistantSettings(enabled=True, discovery_prefix="ha")
+    with AppHarness(make_app("hall", store=None, ha=ha)) as h:
+        h.mqtt.published.clear()
+        h.mqtt.deliver("ha/status", "online")
+        h.advance(10)
+        assert h.published == []
 
 
 def test_the_delay_is_drawn_between_its_bounds() -> None:

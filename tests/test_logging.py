@@ -215,3 +215,27 @@ def test_dict_message_fields_are_merged(capsys: pytest.CaptureFixture[str]) -> N
     (line,) = json_lines(capsys.readouterr().err)
     assert (line["message"], line["event"], line["value"]) == ("", "reading", 3)
     assert line["pw"] == ["***"]
+
+
+def test_python_warnings_become_log_records_in_the_configured_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json as _json
+    import warnings
+
+    from agent.logs import configure_logging
+    from agent.settings import LoggingSettings
+
+    configure_logging(LoggingSettings(format="json"), service="svc")
+    try:
+        # What warnings.warn() calls to show one (pytest records warnings instead of
+        # showing them, so the test calls it as the warnings machinery would).
+        warnings.showwarning(
+            RuntimeWarning("falling back\nto another pin factory"), RuntimeWarning, "x.py", 1
+        )
+        lines = capsys.readouterr().err.strip().splitlines()
+        record = _json.loads(lines[-1])
+        assert record["logger"] == "py.warnings"
+        assert "falling back" in record["message"] and "RuntimeWarning" in record["message"]
+    finally:
+        logging.captureWarnings(False)

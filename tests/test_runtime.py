@@ -18,6 +18,9 @@ from agent.settings import Settings
 from agent.testing import FakeClock, eventually
 
 BOUND = 5.0  # real seconds any wait in these tests may take before it is a failure
+# How long a handler the test holds may wait for its release: far beyond the test's own
+# steps (each up to BOUND on a loaded machine), so it never returns on its own first.
+HOLD = 60.0
 
 
 class Running:
@@ -146,7 +149,7 @@ def test_slow_telemetry_does_not_pile_up_ticks() -> None:
     @app.telemetry("slow", interval=1)
     def slow() -> dict:
         entered.release()
-        release.wait(BOUND)
+        release.wait(HOLD)
         return {"ok": True}
 
     with Running(app) as r:
@@ -252,7 +255,7 @@ def test_command_queue_overflow_drops_oldest_and_reports_once_a_second() -> None
     @app.command("valve")
     def valve(payload: str) -> None:
         busy.set()
-        gate.wait(BOUND)
+        gate.wait(HOLD)
         got.append(payload)
 
     with Running(app) as r:

@@ -8,7 +8,7 @@ import logging
 import threading
 
 import pytest
-from test_runtime import BOUND, Running
+from test_runtime import BOUND, HOLD, Running
 
 from agent import App, DeviceContext, DeviceFailed
 from agent.testing import FakeClock
@@ -219,7 +219,9 @@ def test_a_stalled_handler_is_reported_and_recovers_when_it_returns(
     @app.command("valve", timeout=2)
     def valve(payload: str) -> dict:
         entered.set()
-        release.wait(BOUND)
+        # Held until the test releases it (HOLD, not BOUND: it must not return before the
+        # stall check on a loaded machine, where each step of the test may take BOUND).
+        release.wait(HOLD)
         return {"state": payload}
 
     caplog.set_level(logging.INFO)

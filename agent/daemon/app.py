@@ -8,6 +8,7 @@ does not import, or a device name used twice, is found before the service starts
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 import traceback
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.app import App
-from agent.daemon.config import DaemonConfig, DaemonSettings, StoreSettings
+from agent.daemon.config import DaemonConfig, DaemonSettings, StoreSettings, module_spec_ok
+from agent.daemon.types import DeviceSpec
 from agent.router import Router
 from agent.settings import ConfigError
 from agent.stores import JsonFileStore, MemoryStore, SqliteStore, Store
+from agent.strategies import AllStrategy, AnyStrategy, OnChange
 
 __all__ = ["build_app", "make_store"]
 
@@ -41,15 +44,23 @@ def make_store(settings: StoreSettings) -> Store | None:
     return None
 
 
-def build_app(config: DaemonConfig) -> App:
+def build_app(config: DaemonConfig, *, problems: list[ConfigError] | None = None) -> App:
     """The App the config file describes (see the module docstring).
 
+    Args:
+        problems: collect every problem here and go on (``agent check``); the App returned
+            then holds what was good, and must not run if anything was collected.
+
     Raises:
-        ConfigError: a user module that cannot be imported or holds no Router, a device name
-            used by two sources, a device that needs a store with ``backend = "none"``.
+        ConfigError: (without ``problems``) the first of: a device table its type refused at
+            registration, a filter or dead-band on a field the device does not have, a
+            user module that cannot be imported or holds no Router, a device name used by
+            two sources, a device that needs a store with ``backend = "none"``, Home
+            Assistant metadata it would reject.
     """
     from agent import __version__
 
+    report = _Report(problems)
     settings = config.settings
     store = make_store(settings.store)
     lifespan = None
@@ -66,45 +77,117 @@ def build_app(config: DaemonConfig) -> App:
         settings_class=DaemonSettings,
         store=store,
         lifespan=lifespan,
+        # A daemon serves for years: a device is never given up (an unplugged sensor is
+        # read again once it is back), and one that keeps failing is retried ever more
+        # rarely, up to every five minutes, so it neither flaps nor fills the journal.
+        max_restarts=None,
+        max_restart_cooldown=300.0,
     )
-    builtins = Router(BUILTIN_SOURCE)
+    keys: dict[str, str] = {}  # device name -> where the file declares it, for messages
     for device in config.devices:
+        # One Router per table: a clash or a store problem is reported at its device[N].
+        router = Router(BUILTIN_SOURCE)
         try:
-            device.type.register(builtins, device.spec, device.options)
+            device.type.register(router, device.spec, device.options)
         except ConfigError as err:
             err.source = err.source or config.path
             if not err.key.startswith(device.spec.key):
                 err.key = f"{device.spec.key}.{err.key}" if err.key else device.spec.key
-            raise
+            report(err)
+            continue
         except ValueError as err:  # the framework refused a registration
-            raise ConfigError(source=config.path, key=device.spec.key, detail=str(err)) from None
-    _include(app, builtins, config.path, "device")
+            report(ConfigError(source=config.path, key=device.spec.key, detail=str(err)))
+            continue
+        for err in _field_problems(router, device.spec, config.path):
+            report(err)
+        if _include(app, router, config.path, device.spec.key, report):
+            keys.update((reg.name, device.spec.key) for reg in router.registry)
     for index, module in enumerate(settings.modules, start=1):
         key = f"modules[{index}]"
-        router = load_router(module, config.path, key, settings.module_path)
-        _include(app, router, config.path, key)
-    if settings.homeassistant.enabled:
-        from agent.daemon.homeassistant import check_app_entities
+        if not module_spec_ok(module):
+            continue  # reported with the file's own problems
+        try:
+            router = load_router(module, config.path, key, settings.module_path)
+        except ConfigError as err:
+            report(err)
+            continue
+        if _include(app, router, config.path, key, report):
+            keys.update((reg.name, key) for reg in router.registry)
+    # Checked whether or not discovery is on: metadata Home Assistant would reject is a
+    # mistake either way, better found now than the day discovery is switched on.
+    from agent.daemon.homeassistant import entity_config_errors
 
-        check_app_entities(app, settings.homeassistant, source=config.path)
+    for err in entity_config_errors(app, settings.homeassistant, source=config.path, keys=keys):
+        report(err)
     return app
 
 
-def _include(app: App, router: Router, source: str, key: str) -> None:
+class _Report:
+    """Raise each problem, or collect it (``build_app(problems=...)``)."""
+
+    def __init__(self, problems: list[ConfigError] | None) -> None:
+        self.problems = problems
+
+    def __call__(self, err: ConfigError) -> None:
+        if self.problems is None:
+            raise err
+        self.problems.append(err)
+
+
+def _field_problems(router: Router, spec: DeviceSpec, source: str) -> list[ConfigError]:
+    """A ``filter`` or an ``on_change`` dead-band naming a field the device does not have
+    (a typo would otherwise just never filter anything). Only for types that declare their
+    fields (as entities); a JSON reading's fields are not known in advance."""
+    fields = {entity.field for reg in router.registry for entity in reg.entities}
+    if not fields:
+        return []
+    named = [(f"filter.{f.field}", f.field) for f in spec.filters]
+    named += [(f"publish.on_change.{f}", f) for f in _dead_band_fields(spec.publish)]
+    problems = []
+    for key, field in named:
+        if field not in fields:
+            close = difflib.get_close_matches(field, sorted(fields), n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            problems.append(
+                ConfigError(
+                    source=source,
+                    key=f"{spec.key}.{key}",
+                    detail=f"not a field of this {spec.type} device{hint}; its fields are "
+                    f"{', '.join(sorted(fields))}",
+                )
+            )
+    return problems
+
+
+def _dead_band_fields(strategy: object) -> list[str]:
+    if isinstance(strategy, AnyStrategy | AllStrategy):
+        return [f for child in strategy.children for f in _dead_band_fields(child)]
+    if isinstance(strategy, OnChange) and isinstance(strategy.threshold, dict):
+        return list(strategy.threshold)
+    return []
+
+
+def _include(app: App, router: Router, source: str, key: str, report: _Report) -> bool:
+    """Include ``router``; False (after reporting why) when it cannot be."""
     if app.store is None:
         # Said in the config file's words rather than the registry's (App(store=...)).
         for reg in router.registry:
             if reg.wants_store:
-                raise ConfigError(
-                    source=source,
-                    key=key,
-                    detail=f"device {reg.name!r} from {reg.source} keeps state in the store, "
-                    'but [store] backend = "none": use "sqlite", "json" or "memory"',
+                report(
+                    ConfigError(
+                        source=source,
+                        key=key,
+                        detail=f"device {reg.name!r} from {reg.source} keeps state in the "
+                        'store, but [store] backend = "none": use "sqlite", "json" or "memory"',
+                    )
                 )
+                return False
     try:
         app.include_router(router)
     except ValueError as err:
-        raise ConfigError(source=source, key=key, detail=str(err)) from None
+        report(ConfigError(source=source, key=key, detail=str(err)))
+        return False
+    return True
 
 
 def load_router(spec: str, config_path: str, key: str, module_path: Sequence[str] = ()) -> Router:
@@ -172,6 +255,11 @@ def _where(err: BaseException) -> str:
     if isinstance(err, SyntaxError):
         return f"SyntaxError: {err.msg} ({Path(err.filename or '?').name} line {err.lineno})"
     frames = traceback.extract_tb(err.__traceback__)
-    last = frames[-1] if frames else None
+    # The innermost frame of the user's files, not of agent's own (a framework ValueError
+    # raised in a decorator should point at the decorated line).
+    own = str(Path(__file__).resolve().parent.parent)
+    mine = [f for f in frames if not str(Path(f.filename).resolve()).startswith(own)]
+    last = mine[-1] if mine else (frames[-1] if frames else None)
     place = f" ({Path(last.filename).name} line {last.lineno})" if last is not None else ""
-    return f"{type(err).__name__}: {err}{place}"
+    text = " / ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {text}{place}"

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from agent.app import App
+from agent.daemon.config import DaemonConfig
 from agent.settings import ConfigError, read_toml
 
 __all__ = ["check", "load_app", "uses_app_key"]
@@ -28,18 +29,28 @@ def uses_app_key(path: str) -> bool:
 def load_app(path: str, *, env_file: str | None = ".env", prog: str = "agent") -> App | int:
     """The App of a daemon config file, or the exit code (78) after printing every problem
     on stderr, one per line."""
-    from agent.daemon.app import build_app
-    from agent.daemon.config import check_config
-
-    config, problems = check_config(path, env_file=env_file)
-    if config is None:
+    app, _config, problems = check_daemon(path, env_file=env_file)
+    if app is None or problems:
         _print_problems(problems, prog)
         return EX_CONFIG
-    try:
-        return build_app(config)
-    except ConfigError as err:
-        _print_problems([err], prog)
-        return EX_CONFIG
+    return app
+
+
+def check_daemon(
+    path: str, *, env_file: str | None = ".env"
+) -> tuple[App | None, DaemonConfig | None, list[ConfigError]]:
+    """Everything ``agent check`` and a run check, every problem collected: the file and
+    the environment, then — for whatever of it is good — the App built from it (modules
+    imported, devices registered, Home Assistant metadata checked). A result with problems
+    must not run."""
+    from agent.daemon.app import build_app
+    from agent.daemon.config import read_config
+
+    config, problems = read_config(path, env_file=env_file)
+    if config is None:
+        return None, None, problems
+    app = build_app(config, problems=problems)
+    return app, config, problems
 
 
 def _print_problems(problems: list[ConfigError], prog: str) -> None:
@@ -76,17 +87,9 @@ def check(argv: list[str], prog: str = "agent") -> int:
         return EX_CONFIG
     if legacy:
         return _check_legacy(args.config, env_file, prog)
-    from agent.daemon.app import build_app
-    from agent.daemon.config import check_config
-
-    config, problems = check_config(args.config, env_file=env_file)
-    if config is None:
+    app, config, problems = check_daemon(args.config, env_file=env_file)
+    if app is None or config is None or problems:
         _print_problems(problems, prog)
-        return EX_CONFIG
-    try:
-        app = build_app(config)
-    except ConfigError as err:
-        _print_problems([err], prog)
         return EX_CONFIG
     from agent.daemon.app import BUILTIN_SOURCE
 

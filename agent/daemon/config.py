@@ -41,7 +41,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from agent.daemon.builtins import BUILTINS
 from agent.daemon.filters import FILTER_KINDS
 from agent.daemon.homeassistant import HomeAssistantSettings
-from agent.daemon.types import DeviceSpec, DeviceType, FieldFilter
+from agent.daemon.types import COMMON_KEYS, DeviceSpec, DeviceType, FieldFilter
 from agent.registry import check_interval
 from agent.settings import ConfigError, Section, Settings
 from agent.settings.conversion import _show
@@ -61,8 +61,6 @@ __all__ = [
 
 DEFAULT_CONFIG = "/etc/agent.toml"
 
-COMMON_KEYS = ("type", "name", "enabled", "interval", "publish", "filter", "retry", "group")
-"""The keys every ``[[device]]`` table may have; the rest belong to its type."""
 
 _STATE_DIR = "/var/lib/agent"
 
@@ -117,29 +115,49 @@ class DaemonSettings(Settings):
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     device: list[dict[str, Any]] = []  # noqa: RUF012
 
-    def validate(self) -> None:
-        for index, folder in enumerate(self.module_path, start=1):
-            if not os.path.isabs(folder) or "\0" in folder:
-                raise ConfigError(
-                    key=f"module_path[{index}]",
-                    expected="an absolute folder path",
-                    found=_show(folder),
+    def module_problems(self, source: str) -> list[ConfigError]:
+        """Every entry of ``modules`` and ``module_path`` that cannot be right (each its own
+        problem: ``agent check`` lists them all, so this is no ``validate()`` hook, which
+        stops at the first)."""
+        return _module_problems(self.modules, self.module_path, source)
+
+
+def module_spec_ok(spec: str) -> bool:
+    """True for ``"module"`` or ``"module:attribute"`` (dotted module names allowed)."""
+    return not _module_problems([spec], None, "")
+
+
+def _module_problems(modules: Any, module_path: Any, source: str) -> list[ConfigError]:
+    problems: list[ConfigError] = []
+    if isinstance(module_path, list):
+        for index, folder in enumerate(module_path, start=1):
+            if isinstance(folder, str) and (not os.path.isabs(folder) or "\0" in folder):
+                problems.append(
+                    ConfigError(
+                        source=source,
+                        key=f"module_path[{index}]",
+                        expected="an absolute folder path",
+                        found=_show(folder),
+                    )
                 )
-        for index, module in enumerate(self.modules):
-            spec = module.partition(":")
-            if not spec[0] or not all(part.isidentifier() for part in spec[0].split(".")):
-                raise ConfigError(
-                    key=f"modules[{index + 1}]",
-                    expected='a module name, optionally with ":router" (e.g. "mybridge" or '
-                    '"mybridge:garden")',
-                    found=_show(module),
-                )
-            if spec[1] and not spec[2].isidentifier():
-                raise ConfigError(
-                    key=f"modules[{index + 1}]",
-                    expected="an attribute name after ':'",
-                    found=_show(module),
-                )
+    for index, module in enumerate(modules if isinstance(modules, list) else [], start=1):
+        if not isinstance(module, str):
+            continue  # the settings loader reports the type
+        name, colon, attribute = module.partition(":")
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            expected = (
+                'a module name, optionally with ":router" (e.g. "mybridge" or "mybridge:garden")'
+            )
+        elif colon and not attribute.isidentifier():
+            expected = "an attribute name after ':'"
+        else:
+            continue
+        problems.append(
+            ConfigError(
+                source=source, key=f"modules[{index}]", expected=expected, found=_show(module)
+            )
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,22 @@ def check_config(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[DaemonConfig | None, list[ConfigError]]:
     """Read and check the whole file: ``(config, [])``, or ``(None, every problem)``."""
+    config, problems = read_config(path, env_file=env_file, environ=environ)
+    return (None, problems) if problems else (config, [])
+
+
+def read_config(
+    path: str | os.PathLike[str],
+    *,
+    env_file: str | os.PathLike[str] | None = ".env",
+    environ: Mapping[str, str] | None = None,
+) -> tuple[DaemonConfig | None, list[ConfigError]]:
+    """Read and check the whole file as far as it goes: every problem, and the config with
+    the devices that passed (None when the settings themselves failed).
+
+    For ``agent check``, which goes on to build the App of what is good, so that a user
+    module that does not import is reported in the same run as a typo in a device table.
+    Never run a config that came with problems."""
     source = str(path)
     settings, problems = DaemonSettings.check(config_file=path, env_file=env_file, environ=environ)
     for problem in problems:
@@ -201,15 +235,16 @@ def check_config(
     if settings is None:
         # The settings failed, but the device tables may still be readable: check them too,
         # so one run of agent check lists everything. Only when the file parses at all.
-        raw = _raw_devices(path)
-        if raw is None:
-            return None, problems
-        _check_devices(raw, source, problems)
+        raw = _raw_table(path)
+        if raw is not None:
+            problems.extend(_module_problems(raw.get("modules"), raw.get("module_path"), source))
+            devices = raw.get("device")
+            if isinstance(devices, list):
+                _check_devices([d for d in devices if isinstance(d, dict)], source, problems)
         return None, problems
+    problems.extend(settings.module_problems(source))
     devices = _check_devices(settings.device, source, problems)
-    if problems:
-        return None, problems
-    return DaemonConfig(source, settings, tuple(devices)), []
+    return DaemonConfig(source, settings, tuple(devices)), problems
 
 
 def load_config(
@@ -226,17 +261,13 @@ def load_config(
     return config
 
 
-def _raw_devices(path: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
+def _raw_table(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     from agent.settings import read_toml
 
     try:
-        data = read_toml(path)
+        return read_toml(path)
     except ConfigError:
         return None
-    devices = data.get("device")
-    if not isinstance(devices, list):
-        return None
-    return [d for d in devices if isinstance(d, dict)]
 
 
 # -- the [[device]] tables ---------------------------------------------------------------

@@ -10,10 +10,11 @@ Conventions (what a user sees in Home Assistant, and what must never change, or 
 would be duplicated):
 
 * **One Home Assistant device per agent device**, identified as ``agent_<node>_<device>``
-  and named after the device; ``<node>`` is the topic prefix made an id. Its ``via_device``
-  is the agent itself (``agent_<node>``), a device of its own holding a ``connectivity``
-  binary sensor read from ``{prefix}/status``. The root (unnamed) device's entities belong
-  to the agent's device.
+  and named after the device, its model saying what it is (``agent telemetry device``,
+  ``agent command device``, ``agent device``); ``<node>`` is the topic prefix made an id.
+  Its ``via_device`` is the agent itself (``agent_<node>``), a device of its own holding a
+  ``connectivity`` binary sensor read from ``{prefix}/status``. The root (unnamed) device's
+  entities belong to the agent's device.
 * **Ids** keep ``[a-zA-Z0-9_-]`` and turn every other run of characters into ``_``
   (``sensor.temp`` → ``sensor_temp``): config topic
   ``<discovery_prefix>/<component>/<node>/<device>_<field>/config``, ``unique_id``
@@ -23,9 +24,12 @@ would be duplicated):
 * **State**: ``state_topic`` is the device's state topic and ``value_template`` picks the
   field, ``{{ value_json.a.b }}`` for a dot path, ``{{ value_json['a-b'] }}`` where a name
   is not a plain identifier or is a dict method (``items``). A ``binary_sensor`` or
-  ``switch`` without ``payload_on``/``payload_off`` reads its field as a boolean (JSON
-  ``true``/``false``, ``1``/``0``) and speaks ``ON``/``OFF``; with them, the field's value is
-  compared as text and the same strings are sent as commands.
+  ``switch`` without ``payload_on``/``payload_off`` speaks ``ON``/``OFF`` and reads its
+  field as on when it is JSON ``true``, ``1``, or the text ``on`` or ``true`` in any case
+  (``"ON"``, ``"True"``), and as off otherwise (``false``, ``0``, ``"OFF"``, ``"off"``,
+  missing): a command handler may answer ``{"state": payload}`` with the ``OFF`` it was
+  sent. With them, the field's value is compared as text and the same strings are sent as
+  commands.
 * **Availability**: both ``{prefix}/status`` (JSON while running, plain ``offline`` as last
   will: ``{{ value_json.status if value_json is mapping else value }}``) and the device's
   availability topic, with ``availability_mode: "all"``: with one MQTT connection only the
@@ -41,16 +45,19 @@ would be duplicated):
   telemetry device is refused. A ``button`` sends its ``payload_on`` (default ``PRESS``).
 * **Validity**: unit, ``device_class`` and ``state_class`` only in the combinations Home
   Assistant accepts (:mod:`agent.daemon.ha_tables`, taken from its source), each key only
-  on the components that have it; :func:`check_app_entities` refuses anything else when the
-  config file is loaded, in one line naming the device and the field.
+  on the components that have it; :func:`entity_config_errors` lists everything else when
+  the config file is loaded, one :class:`~agent.ConfigError` per problem naming the device
+  and the field (:func:`check_app_entities` raises the first).
 
 At run time (:func:`discovery_lifespan`) every config is published retained, and the config
 topics published are remembered in the store, so that those of entities that no longer exist
 (a device removed from the config file, a field renamed) are cleared at the next start:
 retained configs alone leave ghost entities. When Home Assistant announces itself with
-``online`` on ``<discovery_prefix>/status`` (after its own restart, or the broker's), the
-configs and then the retained states go out again after a random 0.5–3 s, so that a hundred
-agents do not answer in the same millisecond.
+``online`` on its birth topic, ``status_topic`` (``homeassistant/status`` by default,
+whatever the discovery prefix: Home Assistant's own default does not follow the prefix
+either), after its own restart or the broker's, the configs and then the retained states go
+out again after a random 0.5–3 s, so that a hundred agents do not answer in the same
+millisecond.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ import math
 import random
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +91,7 @@ __all__ = [
     "build_configs",
     "check_app_entities",
     "discovery_lifespan",
+    "entity_config_errors",
     "entity_problems",
 ]
 
@@ -101,6 +109,9 @@ _STATUS = "value_json.status if value_json is mapping else value"
 STATUS_TEMPLATE = "{{ " + _STATUS + " }}"
 """``{prefix}/status`` carries the heartbeat JSON while running, plain ``offline`` otherwise."""
 CONNECTIVITY_TEMPLATE = "{{ 'ON' if (" + _STATUS + ") == 'online' else 'OFF' }}"
+ON_TEXTS = ("true", "1", "on")
+"""What a boolean field reads as ``ON`` once made lower-case text (Jinja's ``string`` and
+``lower`` filters): JSON ``true`` is ``"true"``, ``1`` is ``"1"``, ``"ON"`` is ``"on"``."""
 
 _ID_JUNK = re.compile(r"[^a-zA-Z0-9_-]+")
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
@@ -116,10 +127,15 @@ _COMMAND_COMPONENTS = ("switch", "button", "number", "select")
 class HomeAssistantSettings(Section):
     """``[homeassistant]``: ``enabled`` (default false) turns discovery on;
     ``discovery_prefix`` (default ``homeassistant``) is Home Assistant's discovery prefix,
-    as set in its MQTT integration."""
+    as set in its MQTT integration; ``status_topic`` (default ``homeassistant/status``) is
+    the topic of its birth message (``online``), as set there too.
+
+    The two are separate settings because they are in Home Assistant: changing the
+    discovery prefix to ``ha`` leaves the birth message on ``homeassistant/status``."""
 
     enabled: bool = False
     discovery_prefix: str = "homeassistant"
+    status_topic: str = "homeassistant/status"
 
     def validate(self) -> None:
         problem = prefix_problem(self.discovery_prefix)
@@ -128,6 +144,15 @@ class HomeAssistantSettings(Section):
                 key="discovery_prefix",
                 expected='a topic prefix such as "homeassistant"',
                 found=f"{_show(self.discovery_prefix)} ({problem})",
+            )
+        # The rules of a prefix are those of a topic one subscribes to without wildcards:
+        # a "+" or "#" here would take other clients' messages for Home Assistant's birth.
+        problem = prefix_problem(self.status_topic)
+        if problem is not None:
+            raise ConfigError(
+                key="status_topic",
+                expected='a topic without wildcards such as "homeassistant/status"',
+                found=f"{_show(self.status_topic)} ({problem})",
             )
 
 
@@ -382,26 +407,67 @@ def _problems_of(
     return out
 
 
-def _describe(reg: Registration, entity: Entity, problem: str) -> str:
-    source = f" ({reg.source})" if reg.source else ""
+def _describe(reg: Registration, entity: Entity, problem: str, *, with_source: bool = True) -> str:
+    """``device 'boiler', sensor 'flow': <problem>``, with where the device was declared
+    after its name when ``with_source`` (nothing else would say it)."""
+    source = f" ({reg.source})" if with_source and reg.source else ""
     return f"device {reg.name!r}{source}, {entity.component} {entity.field!r}: {problem}"
 
 
-def check_app_entities(app: Any, ha: HomeAssistantSettings, *, source: str) -> None:
-    """Check the entities of every device of ``app`` against what Home Assistant accepts.
+def entity_config_errors(
+    app: Any, ha: HomeAssistantSettings, *, source: str, keys: Mapping[str, str]
+) -> list[ConfigError]:
+    """Every entity of every device of ``app`` that Home Assistant would refuse: one
+    :class:`ConfigError` per problem (empty: all fine), for ``agent check`` to print one
+    per line.
 
-    Raises:
-        ConfigError: the first problem, in one line naming the device and the field, e.g.
-            ``device 'boiler' (module heating), sensor 'flow': unit "C" is not a unit of
-            device_class "temperature" (use one of "°C", "°F", "K")``; how many more there
-            are, if any.
+    Each error has ``source=source`` (the config file), ``key=keys.get(device name, "")``
+    and a detail naming the device and the field, e.g. ``keys={"boiler": "device[2]"}``
+    gives ``agent.toml: device[2]: device 'boiler', sensor 'flow': unit "C" is not a unit
+    of device_class "temperature" (use one of "°C", "K", "°F")`` (closest units first). A
+    device without a key (not in ``keys``) is named with where it was registered instead,
+    ``device 'boiler' (router 'heating' (module heating)), ...``, so that it can still be
+    found. Two entities that would get the same Home Assistant id are one problem, on the
+    second.
+
+    Disabled devices are checked too: enabling one later must not be what reveals its
+    mistake.
+
+    Args:
+        app: the :class:`~agent.App`, every device registered.
+        ha: the ``[homeassistant]`` settings.
+        source: where the configuration came from, for the errors.
+        keys: device name → its place in the config file (``"device[2]"``,
+            ``"modules[1]"``).
     """
     node = ha_id(app.name)  # the prefix is not known before the settings: ids only compared
-    # Disabled devices too: enabling one later must not be what reveals its mistake.
-    problems = _problems_of(app.registry, node, disabled=True)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(source=source, detail=_describe(*problems[0]) + more)
+    return [
+        ConfigError(
+            source=source,
+            key=keys.get(reg.name, ""),
+            detail=_describe(reg, entity, problem, with_source=reg.name not in keys),
+        )
+        for reg, entity, problem in _problems_of(app.registry, node, disabled=True)
+    ]
+
+
+def check_app_entities(app: Any, ha: HomeAssistantSettings, *, source: str) -> None:
+    """Check the entities of every device of ``app`` against what Home Assistant accepts;
+    the raising form of :func:`entity_config_errors`, for a caller that stops at the first
+    problem (an App started without ``agent check``).
+
+    Raises:
+        ConfigError: the first of :func:`entity_config_errors` (no keys: each device is
+            named with where it was registered), e.g. ``device 'boiler' (module heating),
+            sensor 'flow': unit "C" is not a unit of device_class "temperature" (use one of
+            "°C", "K", "°F")``, followed by how many more there are, if any.
+    """
+    errors = entity_config_errors(app, ha, source=source, keys={})
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            first.detail = f"{first.detail} (and {len(errors) - 1} more)"
+        raise first
 
 
 def _max_silence(strategy: object, interval: float) -> float | None:
@@ -462,6 +528,8 @@ def build_configs(
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(key="homeassistant", detail=_describe(*problems[0]) + more)
     topics = Topics(prefix)
+    # No support_url: the project publishes none (pyproject.toml has no [project.urls]),
+    # and a made-up one would send users nowhere.
     origin = {"name": "agent", "sw_version": version}
     agent_device = {
         "identifiers": [f"agent_{node}"],
@@ -496,7 +564,8 @@ def build_configs(
                 "identifiers": [f"agent_{node}_{ha_id(reg.name)}"],
                 "name": reg.name,
                 "sw_version": version,
-                "model": f"agent {reg.kind} device",
+                # "agent device" for an @app.device, not "agent device device".
+                "model": "agent device" if reg.kind == "device" else f"agent {reg.kind} device",
                 "via_device": f"agent_{node}",
             }
         availability = [
@@ -544,7 +613,13 @@ def _component_keys(
     if component in ("binary_sensor", "switch"):
         on, off = entity.payload_on, entity.payload_off
         if on is None and off is None:
-            out["value_template"] = "{{ 'ON' if " + field_path(entity.field) + " else 'OFF' }}"
+            # Not Jinja's truth: "OFF" is a non-empty string, so true. Lower-case text
+            # compares JSON true, 1, "ON", "on" and "True" alike (see ON_TEXTS).
+            texts = ", ".join(f"'{t}'" for t in ON_TEXTS)
+            out["value_template"] = (
+                "{{ 'ON' if (" + field_path(entity.field) + f" | string | lower) in [{texts}] "
+                "else 'OFF' }}"
+            )
             on, off = "ON", "OFF"
         else:
             on, off = on or "ON", off or "OFF"
@@ -584,7 +659,7 @@ def discovery_lifespan(
     """A lifespan for ``App(lifespan=...)`` that keeps the App's discovery configs published.
 
     On entry it builds the configs (a :class:`ConfigError` for an entity Home Assistant
-    would refuse), subscribes to ``<discovery_prefix>/status``, publishes every config
+    would refuse), subscribes to ``ha.status_topic``, publishes every config
     retained with QoS 1, clears (an empty retained payload) the configs remembered in
     ``store`` from an earlier run that are not produced any more, and remembers the new set.
     The MQTT client queues all of it until the broker is there.
@@ -641,7 +716,7 @@ class _Publisher:
         self.store = store
         self.delay = delay
         self.rng = rng if rng is not None else random.Random()
-        self.status_topic = f"{ha.discovery_prefix}/status"
+        self.status_topic = ha.status_topic
         self.configs = {
             topic: json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
             for topic, payload in build_configs(

@@ -22,7 +22,10 @@ from agent.entities import Entity
 from agent.router import Router
 from agent.strategies import PublishStrategy
 
-__all__ = ["DeviceSpec", "DeviceType", "FieldFilter", "Problem"]
+__all__ = ["COMMON_KEYS", "DeviceSpec", "DeviceType", "FieldFilter", "Problem"]
+
+COMMON_KEYS = ("type", "name", "enabled", "interval", "publish", "filter", "retry", "group")
+"""The keys every ``[[device]]`` table may have; the rest belong to its type."""
 
 Problem = Callable[[str, str, str], None]
 """``problem(key, expected, found)``: report one mistake in a device's table (``found``

@@ -682,21 +682,22 @@ class AdapterHealth:
         assert self.interval is not None
         reset = getattr(w.adapter, "reset", None)
         how = "reset()" if callable(reset) else "exit and enter"
-        log.warning(
-            "adapter %s: restart %d of %d after %d failed check(s): %s in %g s",
+        cooldown = self.policy.cooldown_before(w.budget.restarts)
+        log.log(
+            logging.WARNING if self.policy.worth_logging(w.budget.restarts) else logging.DEBUG,
+            "adapter %s: %s after %d failed check(s): %s in %g s",
             w.name,
-            w.budget.restarts,
-            self.policy.max_restarts,
+            self.policy.restart_text(w.budget.restarts),
             w.failures,
             how,
-            self.policy.cooldown,
+            cooldown,
         )
         ended = self._let_calls_end(w, since, since + self.interval)
         if ended is None:
             return False
         if not callable(reset):
             self._exit(w)
-        if not self._sleep_until(w, ended + self.policy.cooldown):
+        if not self._sleep_until(w, ended + cooldown):
             return False
         if callable(reset):
             self._attempt(w, "reset", reset)

@@ -119,14 +119,15 @@ class Supervisor:
             return False
         self._health.set_device_status(reg.name, "restarting")
         self._health.set_restarts(reg.name, budget.restarts)
-        log.warning(
-            "device %r: restart %d of %d in %g s",
+        cooldown = self.policy.cooldown_before(budget.restarts)
+        log.log(
+            logging.WARNING if self.policy.worth_logging(budget.restarts) else logging.DEBUG,
+            "device %r: %s in %g s",
             reg.name,
-            budget.restarts,
-            self.policy.max_restarts,
-            self.policy.cooldown,
+            self.policy.restart_text(budget.restarts),
+            cooldown,
         )
-        if inbox.wait_closed(self.policy.cooldown):
+        if inbox.wait_closed(cooldown):
             return False
         budget.restarted()
         return True

@@ -218,12 +218,13 @@ class TelemetryCycle:
             self._supervisor.give_up(self.reg, self._supervisor.budget(self.name).restarts, cause)
             return
         budget = self._supervisor.budget(self.name)
-        cooldown = self._supervisor.policy.cooldown
-        log.warning(
-            "device %r: restart %d of %d in %g s",
+        policy = budget.policy
+        cooldown = policy.cooldown_before(budget.restarts)
+        log.log(
+            logging.WARNING if policy.worth_logging(budget.restarts) else logging.DEBUG,
+            "device %r: %s in %g s",
             self.name,
-            budget.restarts,
-            budget.policy.max_restarts,
+            policy.restart_text(budget.restarts),
             cooldown,
         )
         self._health.set_device_status(self.name, "restarting")

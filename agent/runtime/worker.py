@@ -339,6 +339,7 @@ class TelemetryWorker:
         ]
         self._health = health
         self._reporter = reporter
+        self._supervisor = supervisor
         thread_name = f"group:{name}" if members[0].reg.telemetry.group else f"device:{name}"
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
@@ -380,5 +381,8 @@ class TelemetryWorker:
         except Exception as exc:
             _fail(reg, exc, "init", self._health, self._reporter)
             raise
-        self._health.publish_device_available(reg.name, is_root=reg.is_root)
+        if self._supervisor.budget(reg.name).restarts == 0:
+            # The first start. A restart follows failed readings: the device stays offline
+            # until a reading succeeds (the cycle then says online), instead of flapping.
+            self._health.publish_device_available(reg.name, is_root=reg.is_root)
         return functools.partial(reg.func, **kwargs)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.daemon.filters import filtered
-from agent.daemon.types import DeviceSpec, Problem
+from agent.daemon.types import COMMON_KEYS, DeviceSpec, Problem
 from agent.entities import Entity
 from agent.registry import DEFAULT, Default
 from agent.router import Router
@@ -112,7 +112,8 @@ class OptionReader:
                 self.report(str(key), self._unknown(str(key), known), "an unknown key")
 
     def _unknown(self, key: str, known: Sequence[str]) -> str:
-        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        # A typo may be of a key every device has ("intervall"), not only of the type's.
+        close = difflib.get_close_matches(key, [*known, *COMMON_KEYS], n=1, cutoff=0.6)
         if close:
             return f"an option of {self.type_name} (did you mean {json.dumps(close[0])}?)"
         return f"an option of {self.type_name}: {', '.join(known)}"
