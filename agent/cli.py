@@ -63,7 +63,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "connecting to the broker."
         + (" 'agent check --help': check a config file." if prog == "agent" else ""),
     )
-    parser.add_argument("--config", metavar="PATH", help="TOML settings file")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings file" + (" (default /etc/agent.toml)" if prog == "agent" else ""),
+    )
     parser.add_argument(
         "--env-file", metavar="PATH", help="a .env file (default: ./.env if present)"
     )

@@ -54,9 +54,11 @@ OFFLINE = "offline"
 class DeviceStatus:
     """One device's health in the heartbeat.
 
-    ``status`` is ``ok``, ``busy`` (slower than its interval: ticks skipped), ``error`` (its
-    last call failed), ``stalled`` (a call is past its timeout), ``circuit_open``,
-    ``restarting`` (waiting for its restart) or ``offline`` (given up). The counters:
+    ``status`` is ``starting`` (not announced yet: the heartbeat sent on connecting, before
+    the device threads are up), ``ok``, ``busy`` (slower than its interval: ticks skipped),
+    ``error`` (its last call failed), ``stalled`` (a call is past its timeout),
+    ``circuit_open``, ``restarting`` (waiting for its restart) or ``offline`` (given up).
+    The counters:
     ``skipped_ticks``; ``failures`` — handler calls failed in a row; ``last_error`` — the
     exception type of the last failure; ``last_success`` — ISO-8601 UTC time of the last good
     call; ``restarts`` made. :meth:`to_dict` shows only what is set, to keep a 1,000-device
@@ -218,6 +220,16 @@ class HealthReporter:
             self._publish(self._topics.availability(name, is_root), ONLINE if online else OFFLINE)
 
     # -- availability -------------------------------------------------------------------
+
+    def expect(self, device: str, *, is_root: bool = False) -> None:
+        """List ``device`` in the heartbeat as ``starting`` until it announces itself: the
+        heartbeat sent on connecting, before the device threads are up, must not say the
+        agent has no devices. Publishes nothing."""
+        with self._lock:
+            if device not in self._tracked:
+                self._tracked[device] = _Tracked(
+                    DeviceStatus(status="starting"), is_root, announced=False, online=False
+                )
 
     def publish_device_available(self, device: str, *, is_root: bool = False) -> None:
         """Publish ``online`` on the device's availability topic and track it as ``ok``.

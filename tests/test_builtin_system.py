@@ -451,3 +451,31 @@ def test_a_config_file_reports_the_system_table_mistakes(tmp_path: Path) -> None
     assert len(lines) == 2, lines
     assert 'device[1].mount: expected an option of system (did you mean "mounts"?)' in lines[0]
     assert "device[1].interfaces[1]: expected an interface name" in lines[1]
+
+
+def test_a_pi_config_is_checked_on_a_host_without_its_parts(tmp_path: Path) -> None:
+    """A filter on the CPU temperature or a dead-band on a throttling flag is fine on a host
+    that has neither (the config is for the Pi); a typo in a field name is not."""
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "sys").mkdir()
+    config = tmp_path / "agent.toml"
+    table = (
+        '[[device]]\ntype = "system"\n'
+        f'sysfs_root = "{tmp_path}/sys"\nprocfs_root = "{tmp_path}/proc"\n'
+    )
+    config.write_text(
+        table + "filter = { cpu_temperature = { median = 3 } }\n"
+        "publish = { on_change = { under_voltage = 0, load_1 = 0.5 } }\n"
+    )
+    checked, problems = check_config(config, env_file=None, environ={})
+    assert problems == [] and checked is not None
+    build_app(checked)
+    config.write_text(table + "filter = { cpu_temprature = { median = 3 } }\n")
+    checked, problems = check_config(config, env_file=None, environ={})
+    assert checked is not None
+    found: list[Any] = []
+    build_app(checked, problems=found)
+    assert [str(p).split(": ", 1)[1] for p in found] == [
+        'device[1].filter.cpu_temprature: not a field of this system device (did you mean '
+        '"cpu_temperature"?); its fields are ' + found[0].detail.split("its fields are ")[1]
+    ]

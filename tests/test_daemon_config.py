@@ -580,17 +580,36 @@ def test_check_lists_problems_of_every_stage_in_one_run(
     assert main(["check", "--config", str(path)]) == 78
     lines = capsys.readouterr().err.strip().splitlines()
     keys = [line.split(": ")[3] for line in lines]
-    assert keys == [
+    assert keys == [  # in the order of the file, whatever stage found them
+        "modules[1]",
         "modules[2]",
         "modules[3]",
         "device[1].intervall",
         "device[2].timeout",
         "device[3].timeout",
         "device[4].filter.temprature",
-        "modules[1]",
         "device[4]",
     ], lines
-    assert 'did you mean "interval"?' in lines[2]
-    assert 'did you mean "temperature"?' in lines[5]
-    assert "no module named 'no_such_module_x1'" in lines[6]
+    assert "no module named 'no_such_module_x1'" in lines[0]
+    assert 'did you mean "interval"?' in lines[3]
+    assert 'did you mean "temperature"?' in lines[6]
     assert 'unit "C" is not a unit of device_class "temperature"' in lines[7]
+
+
+def test_check_warns_when_the_store_folder_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nowhere" / "state.db"
+    path = write(tmp_path, f'[store]\npath = "{missing}"\n')
+    assert main(["check", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: OK")
+    assert captured.err.splitlines() == [
+        f"agent: warning: {path}: store.path: the folder {missing.parent} does not exist (the "
+        "service's StateDirectory= creates /var/lib/agent when it starts; elsewhere create it "
+        "or set [store] path); until then nothing is saved"
+    ]
+    missing.parent.mkdir()
+    assert main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().err == ""

@@ -157,3 +157,13 @@ def test_the_daemon_publishes_answers_and_clears_discovery(
     saved = (tmp_path / "state.json").read_text()
     assert BOILER in saved and ATTIC not in saved
     assert second.terminate() == 0, second.log()
+
+    # Discovery switched off: what was announced is cleared, once.
+    observer.clear()
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+    third = run_agent(config)
+    for topic in (AGENT, BOILER):
+        observer.wait_for(f"{prefix}/{topic}", lambda m: m.payload == b"", timeout=BOUND)
+    observer.wait_for("house/boiler/state", timeout=BOUND)
+    assert retained(broker, prefix, "late-3") == {}
+    assert third.terminate() == 0, third.log()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.app import App
-from agent.daemon.config import DaemonConfig, DaemonSettings, StoreSettings, module_spec_ok
-from agent.daemon.types import DeviceSpec
+from agent.daemon.config import (
+    DaemonConfig,
+    DaemonDevice,
+    DaemonSettings,
+    StoreSettings,
+    module_spec_ok,
+)
 from agent.router import Router
 from agent.settings import ConfigError
 from agent.stores import JsonFileStore, MemoryStore, SqliteStore, Store
@@ -70,6 +76,11 @@ def build_app(config: DaemonConfig, *, problems: list[ConfigError] | None = None
         # The same store: what was announced to Home Assistant is remembered beside the
         # devices' state, so a device removed from the file has its entities cleared.
         lifespan = discovery_lifespan(settings.homeassistant, store=store)
+    elif store is not None:
+        from agent.daemon.homeassistant import cleanup_lifespan
+
+        # Discovery was switched off: what an earlier run announced is cleared once.
+        lifespan = cleanup_lifespan(store=store)
     app = App(
         settings.name,
         __version__,
@@ -98,7 +109,7 @@ def build_app(config: DaemonConfig, *, problems: list[ConfigError] | None = None
         except ValueError as err:  # the framework refused a registration
             report(ConfigError(source=config.path, key=device.spec.key, detail=str(err)))
             continue
-        for err in _field_problems(router, device.spec, config.path):
+        for err in _field_problems(router, device, config.path):
             report(err)
         if _include(app, router, config.path, device.spec.key, report):
             keys.update((reg.name, device.spec.key) for reg in router.registry)
@@ -134,11 +145,16 @@ class _Report:
         self.problems.append(err)
 
 
-def _field_problems(router: Router, spec: DeviceSpec, source: str) -> list[ConfigError]:
+def _field_problems(router: Router, device: DaemonDevice, source: str) -> list[ConfigError]:
     """A ``filter`` or an ``on_change`` dead-band naming a field the device does not have
-    (a typo would otherwise just never filter anything). Only for types that declare their
-    fields (as entities); a JSON reading's fields are not known in advance."""
+    (a typo would otherwise just never filter anything). Only for types that know their
+    fields (``fields()``, else the entities they declare); a JSON reading's fields are not
+    known in advance."""
+    spec = device.spec
     fields = {entity.field for reg in router.registry for entity in reg.entities}
+    possible = getattr(device.type, "fields", None)
+    if callable(possible):
+        fields |= set(possible(device.options))
     if not fields:
         return []
     named = [(f"filter.{f.field}", f.field) for f in spec.filters]
@@ -200,7 +216,10 @@ def load_router(spec: str, config_path: str, key: str, module_path: Sequence[str
     ConfigError on ``key``; an exception raised by the module's own code names the file and
     line where it was raised."""
     module_name, _, attribute = spec.partition(":")
-    folders = list(module_path) or [str(Path(config_path).resolve().parent)]
+    # A relative entry is refused by the file's check; never searched, even by agent check.
+    folders = [f for f in module_path if os.path.isabs(f)] or [
+        str(Path(config_path).resolve().parent)
+    ]
     for folder in reversed(folders):
         if folder not in sys.path:
             sys.path.insert(0, folder)

@@ -8,6 +8,8 @@ way, unchanged); any other config file is the daemon's (:mod:`agent.daemon.confi
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
 from agent.app import App
@@ -54,8 +56,22 @@ def check_daemon(
 
 
 def _print_problems(problems: list[ConfigError], prog: str) -> None:
-    for problem in problems:
+    for problem in sorted(problems, key=_place):
         print(f"{prog}: configuration error: {problem}", file=sys.stderr)
+
+
+_PLACE = re.compile(r"(module_path|modules|device)\[(\d+)\]")
+_ORDER = {"module_path": 1, "modules": 2, "device": 3}
+
+
+def _place(problem: ConfigError) -> tuple[int, int]:
+    """In the order of the file: the settings, then the modules, then the tables by number
+    (checks of later stages — a module's import, a device's registration — would otherwise
+    come after every problem of the file itself). ``sorted`` keeps each place's own order."""
+    match = _PLACE.match(problem.key)
+    if match is None:
+        return (0, 0)
+    return (_ORDER[match.group(1)], int(match.group(2)))
 
 
 def build_check_parser(prog: str = "agent") -> argparse.ArgumentParser:
@@ -98,7 +114,29 @@ def check(argv: list[str], prog: str = "agent") -> int:
     if from_modules:
         summary += f"; {from_modules} device(s) from modules"
     print(summary)
+    for warning in _warnings(config):
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
     return EX_OK
+
+
+def _warnings(config: DaemonConfig) -> list[str]:
+    """What is not wrong in the file but will not work on this machine as it is now."""
+    out: list[str] = []
+    path = config.settings.store.resolved_path()
+    if path is not None:
+        folder = os.path.dirname(os.path.abspath(path)) or "/"
+        if not os.path.isdir(folder):
+            out.append(
+                f"{config.path}: store.path: the folder {folder} does not exist (the service's "
+                "StateDirectory= creates /var/lib/agent when it starts; elsewhere create it "
+                "or set [store] path); until then nothing is saved"
+            )
+        elif not os.access(folder, os.W_OK):
+            out.append(
+                f"{config.path}: store.path: {folder} is not writable by this user (the "
+                "service runs as user agent); until it is, nothing is saved"
+            )
+    return out
 
 
 def _check_legacy(path: str, env_file: str, prog: str) -> int:

@@ -304,17 +304,19 @@ def _check_devices(
         at = f"device[{index}]"
         report = _Collector(source, at, problems)
         device = _check_device(table, at, report)
-        if device is None:
-            continue
-        if device.spec.name in names:
-            report.detail(
-                "name",
-                f"a second device named {json.dumps(device.spec.name)} (the first is "
-                f"{names[device.spec.name]}); give each device its own name",
-            )
-            continue
-        names[device.spec.name] = at
-        devices.append(device)
+        # Names are compared even for tables with other problems: one run lists it all.
+        name = table.get("name", table.get("type"))
+        if isinstance(name, str):
+            if name in names:
+                report.detail(
+                    "name",
+                    f"a second device named {json.dumps(name)} (the first is "
+                    f"{names[name]}); give each device its own name",
+                )
+                continue
+            names[name] = at
+        if device is not None:
+            devices.append(device)
     return devices
 
 

@@ -697,6 +697,61 @@ def discovery_lifespan(
     return homeassistant_discovery
 
 
+def clear_remembered(
+    mqtt: Any, store: Store | None, *, keep: Mapping[str, Any], quiet: bool = False
+) -> None:
+    """Clear (an empty retained payload) the discovery configs an earlier run remembered in
+    ``store`` that are not in ``keep``, and remember ``keep`` instead. ``quiet``: a store
+    that cannot be read is no news (discovery is off; the store's own users report it)."""
+    if store is None:
+        return
+    try:
+        saved = store.load(STORE_KEY) or {}
+    except Exception as err:  # a store that cannot be read must not stop the agent
+        if quiet:
+            return
+        log.warning(
+            "cannot read the discovery configs published before (%s): "
+            "removed entities are not cleared this time",
+            err,
+        )
+        saved = {}
+    before = saved.get("configs") if isinstance(saved, dict) else None
+    gone = sorted(
+        topic
+        for topic in (before if isinstance(before, list) else [])
+        # Only discovery config topics: a damaged store must not clear anything else.
+        if isinstance(topic, str) and _CONFIG_TOPIC.fullmatch(topic) and topic not in keep
+    )
+    for topic in gone:
+        mqtt.publish(topic, "", retain=True, qos=1)
+    if gone:
+        log.info("cleared %d discovery config(s) of entities that no longer exist", len(gone))
+    if not gone and not keep and not before:
+        return  # nothing was ever published: leave the store alone
+    try:
+        store.save(STORE_KEY, {"configs": sorted(keep)})
+    except Exception as err:
+        log.warning(
+            "cannot remember the discovery configs published (%s): entities "
+            "removed before the next start will not be cleared",
+            err,
+        )
+
+
+def cleanup_lifespan(*, store: Store | None) -> Callable[[Any], AbstractContextManager[None]]:
+    """The lifespan of a daemon whose discovery is off: the configs an earlier run published
+    (discovery on then) are cleared once, so that switching discovery off removes the
+    entities from Home Assistant instead of leaving them unavailable for ever."""
+
+    @contextmanager
+    def homeassistant_cleanup(ctx: Any) -> Iterator[None]:
+        clear_remembered(ctx.mqtt, store, keep={}, quiet=True)
+        yield
+
+    return homeassistant_cleanup
+
+
 class _Publisher:
     """The run-time half of :func:`discovery_lifespan` (see there)."""
 
@@ -751,38 +806,7 @@ class _Publisher:
 
     def _clear_removed(self) -> None:
         """Clear what an earlier run published and this one does not; remember this run's."""
-        if self.store is None:
-            return
-        try:
-            saved = self.store.load(STORE_KEY) or {}
-        except Exception as err:  # a store that cannot be read must not stop the agent
-            log.warning(
-                "cannot read the discovery configs published before (%s): "
-                "removed entities are not cleared this time",
-                err,
-            )
-            saved = {}
-        before = saved.get("configs") if isinstance(saved, dict) else None
-        gone = sorted(
-            topic
-            for topic in (before if isinstance(before, list) else [])
-            # Only discovery config topics: a damaged store must not clear anything else.
-            if isinstance(topic, str)
-            and _CONFIG_TOPIC.fullmatch(topic)
-            and topic not in self.configs
-        )
-        for topic in gone:
-            self.mqtt.publish(topic, "", retain=True, qos=1)
-        if gone:
-            log.info("cleared %d discovery config(s) of entities that no longer exist", len(gone))
-        try:
-            self.store.save(STORE_KEY, {"configs": sorted(self.configs)})
-        except Exception as err:
-            log.warning(
-                "cannot remember the discovery configs published (%s): entities "
-                "removed before the next start will not be cleared",
-                err,
-            )
+        clear_remembered(self.mqtt, self.store, keep=self.configs)
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         # On the network thread: only note it and wake ours.

@@ -75,6 +75,11 @@ class DeviceType(Protocol):
         through ``problem``; never raise for a user's mistake."""
         ...
 
+    # Optional: ``fields(options) -> set[str]``, every field the device may publish on any
+    # host, when that is more than the entities it declares on this one (``system``). The
+    # daemon checks the field names of ``filter`` and ``publish.on_change`` against it, or
+    # against the declared entities' fields.
+
     def register(self, router: Router, spec: DeviceSpec, options: Any) -> None:
         """Register the device on ``router`` with ``router.add_telemetry`` /
         ``add_command`` / ``add_device``: name ``spec.name``, ``enabled``, ``interval``,

@@ -394,7 +394,9 @@ class MqttClient:
         messages dropped from it (full while the broker was away or slow)."""
         with self._cond:
             return {
-                "connected": self._connected,
+                # The session, not "handling done": the heartbeat sent while the connect
+                # is being handled must say connected.
+                "connected": self._session_up,
                 "reconnects": max(0, self._connections - 1),
                 "queued": len(self._outbox),
                 "dropped": self._dropped_total,

@@ -149,6 +149,10 @@ class Runtime:
         self._wire_mqtt(routes)
         self._enter_lifecycle(adapters, providers)
         intervals = self._resolve_intervals()  # after the hooks, before anything runs
+        for worker in self.workers:
+            for name in worker.device_names:
+                reg = app.registry.get(name)
+                self.health.expect(name, is_root=reg is not None and reg.is_root)
         self.mqtt.start()  # never blocks on the broker; the fakes "connect" at once
         self._started_mqtt = True
         for worker in self.workers:

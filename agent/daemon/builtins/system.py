@@ -185,6 +185,13 @@ class SystemType:
             procfs_root=read.absolute_path("procfs_root", "/proc"),
         )
 
+    def fields(self, options: SystemOptions) -> set[str]:
+        """Every field the device may publish on some host — what a ``filter`` or a
+        dead-band may name — including the parts this host lacks (a Pi's config is
+        checked on a laptop, where there is no thermal zone and no throttling flag)."""
+        declared = {entity.field for entity in entities(options)}
+        return declared | {"cpu_temperature", *THROTTLE_BITS.values()}
+
     def register(self, router: Router, spec: DeviceSpec, options: SystemOptions) -> None:
         add_polled(
             router,
