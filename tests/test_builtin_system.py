@@ -476,6 +476,6 @@ def test_a_pi_config_is_checked_on_a_host_without_its_parts(tmp_path: Path) -> N
     found: list[Any] = []
     build_app(checked, problems=found)
     assert [str(p).split(": ", 1)[1] for p in found] == [
-        'device[1].filter.cpu_temprature: not a field of this system device (did you mean '
+        "device[1].filter.cpu_temprature: not a field of this system device (did you mean "
         '"cpu_temperature"?); its fields are ' + found[0].detail.split("its fields are ")[1]
     ]

@@ -425,21 +425,49 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
+# Certificates as a real CA issues them. Python 3.13 verifies with VERIFY_X509_STRICT by
+# default, which refuses a CA without keyUsage (and certificates without the key
+# identifiers); OpenSSL's bare defaults give neither, so every extension is spelled out.
+_CA_EXTENSIONS = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+"""
+
+_LEAF_EXTENSIONS = """\
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = {usage}
+subjectAltName = {san}
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
 def _make_ca(directory: Path, name: str) -> None:
+    (directory / f"{name}.cnf").write_text(_CA_EXTENSIONS)
     _openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-config", f"{name}.cnf", "-extensions", "ca",
         "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt",
         cwd=directory,
     )  # fmt: skip
 
 
-def _make_cert(directory: Path, ca: str, name: str, san: str) -> None:
+def _make_cert(directory: Path, ca: str, name: str, san: str, usage: str) -> None:
+    """A leaf certificate signed by ``ca``; ``usage`` is serverAuth or clientAuth."""
+    (directory / f"{name}.cnf").write_text(_CA_EXTENSIONS)  # only its [req] part is used
     _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        "req", "-newkey", "rsa:2048", "-nodes", "-config", f"{name}.cnf",
+        "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr",
         cwd=directory,
     )  # fmt: skip
-    (directory / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    (directory / f"{name}.ext").write_text(_LEAF_EXTENSIONS.format(usage=usage, san=san))
     _openssl(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
@@ -454,8 +482,8 @@ def tls_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     certs.mkdir()
     _make_ca(certs, "ca")
     _make_ca(certs, "other-ca")
-    _make_cert(certs, "ca", "server", "IP:127.0.0.1,DNS:localhost")
-    _make_cert(certs, "ca", "client", "DNS:client")
+    _make_cert(certs, "ca", "server", "IP:127.0.0.1,DNS:localhost", "serverAuth")
+    _make_cert(certs, "ca", "client", "DNS:client", "clientAuth")
     server = Mosquitto(
         [
             f"cafile {certs / 'ca.crt'}",
