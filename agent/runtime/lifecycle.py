@@ -153,6 +153,14 @@ class Runtime:
             for name in worker.device_names:
                 reg = app.registry.get(name)
                 self.health.expect(name, is_root=reg is not None and reg.is_root)
+        scheduler = self.scheduler
+        # Timers armed when needed: an idle agent wakes only for its real jobs. Wired before
+        # anything can need them — a command may arrive, and its call stall, the moment
+        # MQTT starts — and kept until the scheduler thread starts and runs them.
+        self.reporter.arm = functools.partial(_at, scheduler, self.reporter.flush, "error-reports")
+        self.supervisor.stalls.arm = functools.partial(
+            _at, scheduler, self.supervisor.stalls.check, "stalls"
+        )
         self.mqtt.start()  # never blocks on the broker; the fakes "connect" at once
         self._started_mqtt = True
         for worker in self.workers:
@@ -162,12 +170,6 @@ class Runtime:
             self.scheduler.every(
                 app.heartbeat_interval, self.health.publish_heartbeat, name="heartbeat"
             )
-        scheduler = self.scheduler
-        # Timers armed when needed: an idle agent wakes only for its real jobs.
-        self.reporter.arm = functools.partial(_at, scheduler, self.reporter.flush, "error-reports")
-        self.supervisor.stalls.arm = functools.partial(
-            _at, scheduler, self.supervisor.stalls.check, "stalls"
-        )
         if self.systemd.active:
             self.scheduler.every(1.0, self._update_status, name="systemd-status")
         self._add_vitals()
