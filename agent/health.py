@@ -231,6 +231,13 @@ class HealthReporter:
                     DeviceStatus(status="starting"), is_root, announced=False, online=False
                 )
 
+    def is_online(self, device: str) -> bool:
+        """True when ``device``'s availability topic says ``online`` (it was announced and
+        not taken down since)."""
+        with self._lock:
+            entry = self._tracked.get(device)
+            return entry is not None and entry.announced and entry.online
+
     def publish_device_available(self, device: str, *, is_root: bool = False) -> None:
         """Publish ``online`` on the device's availability topic and track it as ``ok``.
 
@@ -242,8 +249,17 @@ class HealthReporter:
             old = self._tracked.get(device)
             status = replace(old.status, status="ok") if old is not None else DeviceStatus()
             self._tracked[device] = _Tracked(status, is_root, announced=True, online=not held)
+            # The last of the devices expected at start-up is up: say so now rather than a
+            # heartbeat interval later (the one sent on connecting said "starting").
+            last_started = (
+                old is not None
+                and old.status.status == "starting"
+                and not any(e.status.status == "starting" for e in self._tracked.values())
+            )
         if not held:
             self._publish(self._topics.availability(device, is_root), ONLINE)
+        if last_started:
+            self.publish_heartbeat()
 
     def publish_device_unavailable(
         self, device: str, *, is_root: bool = False, keep_tracking: bool = False

@@ -378,3 +378,26 @@ def test_fake_clock_many_threads() -> None:
         clock.advance(1)
     assert all(finished(t, d) for t, d in started)
     assert clock.waiters == 0
+
+
+def test_a_waiter_whose_event_is_set_is_not_counted_as_waiting() -> None:
+    """Woken by its event, a thread is about to run and will wait again with a deadline of
+    the time it reads then: counting it would let a test advance time in between."""
+    clock = FakeClock()
+    event = threading.Event()
+    done = threading.Event()
+
+    def waiter() -> None:
+        clock.wait(event, 10.0)
+        done.wait(BOUND)
+
+    thread = threading.Thread(target=waiter, name="waiter")
+    thread.start()
+    clock.wait_for_waiters(1, timeout=BOUND)
+    assert clock.waiters == 1
+    with clock._cond:  # hold the clock: the woken thread cannot unpark itself yet
+        event.set()
+        assert clock._count() == 0
+    done.set()
+    thread.join(BOUND)
+    assert clock.waiters == 0

@@ -548,6 +548,13 @@ def test_check_lists_problems_of_every_stage_in_one_run(
         f"""
         modules = ["no_such_module_x1", "1bad", "ok:"]
 
+        [logging]
+        levle = "DEBUG"
+
+        [homeassistant]
+        discovery_prefix = "a/+"
+        status_topic = "#"
+
         [[device]]
         type = "file"
         path = "{reading}"
@@ -581,6 +588,9 @@ def test_check_lists_problems_of_every_stage_in_one_run(
     lines = capsys.readouterr().err.strip().splitlines()
     keys = [line.split(": ")[3] for line in lines]
     assert keys == [  # in the order of the file, whatever stage found them
+        "logging.levle",
+        "homeassistant.discovery_prefix",
+        "homeassistant.status_topic",
         "modules[1]",
         "modules[2]",
         "modules[3]",
@@ -590,10 +600,11 @@ def test_check_lists_problems_of_every_stage_in_one_run(
         "device[4].filter.temprature",
         "device[4]",
     ], lines
-    assert "no module named 'no_such_module_x1'" in lines[0]
-    assert 'did you mean "interval"?' in lines[3]
-    assert 'did you mean "temperature"?' in lines[6]
-    assert 'unit "C" is not a unit of device_class "temperature"' in lines[7]
+    assert 'did you mean "logging.level"?' in lines[0]
+    assert "no module named 'no_such_module_x1'" in lines[3]
+    assert 'did you mean "interval"?' in lines[6]
+    assert 'did you mean "temperature"?' in lines[9]
+    assert 'unit "C" is not a unit of device_class "temperature"' in lines[10]
 
 
 def test_check_warns_when_the_store_folder_is_missing(

@@ -33,7 +33,10 @@ from agent.testing import AppHarness, eventually
 
 HA = HomeAssistantSettings(enabled=True)
 STATUS = "{{ value_json.status if value_json is mapping else value }}"
-ON_OFF = "{{ 'ON' if (value_json.%s | string | lower) in ['true', '1', 'on'] else 'OFF' }}"
+ON_OFF = (
+    "{{ 'ON' if (value_json.%(f)s is number and value_json.%(f)s != 0) or "
+    "(value_json.%(f)s | string | lower) in ['true', '1', 'on'] else 'OFF' }}"
+)
 
 
 def noop() -> dict:
@@ -142,14 +145,14 @@ def test_binary_sensors_and_switches_read_booleans_or_the_payloads_declared() ->
     )
     configs = configs_of(app)
     running = configs["homeassistant/binary_sensor/garden/pump_running/config"]
-    assert running["value_template"] == ON_OFF % "running"
+    assert running["value_template"] == ON_OFF % {"f": "running"}
     assert (running["payload_on"], running["payload_off"]) == ("ON", "OFF")
     assert running["expire_after"] == 30
     lid = configs["homeassistant/binary_sensor/garden/pump_lid/config"]
     assert lid["value_template"] == "{{ value_json.lid }}"
     assert (lid["payload_on"], lid["payload_off"]) == ("open", "shut")
     switch = configs["homeassistant/switch/garden/valve_on/config"]
-    assert switch["value_template"] == ON_OFF % "on"
+    assert switch["value_template"] == ON_OFF % {"f": "on"}
     assert switch["command_topic"] == "garden/valve/set"
     assert switch["retain"] is False
     assert (switch["state_on"], switch["state_off"]) == ("ON", "OFF")
@@ -183,9 +186,10 @@ def test_a_boolean_field_compares_its_text_so_that_off_is_not_on() -> None:
     # Jinja's own truth would make the string "OFF" (what a command handler answering
     # {"state": payload} publishes after Home Assistant sent OFF) read ON.
     assert boolean_templates() == {
-        "binary_sensor": "{{ 'ON' if (value_json['is-open'] | string | lower) in "
+        "binary_sensor": "{{ 'ON' if (value_json['is-open'] is number and "
+        "value_json['is-open'] != 0) or (value_json['is-open'] | string | lower) in "
         "['true', '1', 'on'] else 'OFF' }}",
-        "switch": ON_OFF % "state",
+        "switch": ON_OFF % {"f": "state"},
     }
 
 
@@ -196,6 +200,10 @@ def test_a_boolean_field_compares_its_text_so_that_off_is_not_on() -> None:
         (False, "OFF"),
         (1, "ON"),
         (0, "OFF"),
+        (1.0, "ON"),
+        (2, "ON"),
+        (0.0, "OFF"),
+        ("1", "ON"),
         ("ON", "ON"),
         ("OFF", "OFF"),
         ("on", "ON"),

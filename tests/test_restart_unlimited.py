@@ -124,3 +124,47 @@ def test_the_daemon_reads_an_unplugged_sensor_again_an_hour_later(tmp_path: Path
         h.advance(310)  # at most the longest cooldown (300 s) and an interval
         assert h.messages_for("agent/w1-boiler/availability")[-1].payload == "online"
         assert h.messages_for("agent/w1-boiler/state")[-1].json() == {"temperature": 23.125}
+
+
+def test_a_device_whose_first_init_failed_is_online_once_it_works() -> None:
+    app = agent.App("demo", heartbeat_interval=None, restart_cooldown=5.0)
+    attempts: list[float] = []
+
+    def init(clock: agent.ClockPort) -> None:
+        attempts.append(clock.now())
+        if len(attempts) == 1:
+            raise OSError("bus not ready yet")
+
+    @app.telemetry("probe", interval=10.0, init=init)
+    def probe() -> dict[str, object]:
+        return {"ok": True}
+
+    with AppHarness(app, raise_errors=False) as h:
+        h.advance(20)
+        assert len(attempts) == 2
+        h.assert_state("probe", {"ok": True})
+        availability = [m.payload for m in h.messages_for("demo/probe/availability")]
+        assert availability[-1] == "online", availability
+
+
+def test_a_slow_failing_device_keeps_its_growing_cooldown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Five failed readings two minutes apart are ten minutes of trouble, not "300 s
+    healthy": the restart count, and with it the cooldown, keeps growing."""
+    app = agent.App("demo", heartbeat_interval=None, max_restarts=None, max_restart_cooldown=300.0)
+
+    @app.telemetry("w1", interval=120.0)
+    def w1() -> dict[str, object]:
+        raise OSError("sensor unplugged")
+
+    caplog.set_level(logging.DEBUG, logger="agent")
+    with AppHarness(app, raise_errors=False) as h:
+        h.advance(4 * 3600)
+    restarts = [
+        r.getMessage().split(": ", 1)[1] for r in caplog.records if ": restart " in r.getMessage()
+    ]
+    assert restarts[:3] == ["restart 1 in 5 s", "restart 2 in 10 s", "restart 3 in 20 s"]
+    assert restarts[-1].endswith("in 300 s") and restarts[-1] != "restart 1 in 5 s", restarts
+    warned = [r for r in caplog.records if ": restart " in r.getMessage() and r.levelno >= 30]
+    assert len(warned) <= 5, [r.getMessage() for r in warned]

@@ -313,11 +313,26 @@ def test_heartbeat_availability_and_offline_at_shutdown() -> None:
             ),
             "availability",
         )
+        # The heartbeat on connecting says "starting"; one more follows as soon as the
+        # last device is up, not a heartbeat interval later.
+        r.until(
+            lambda: any(
+                {n: d["status"] for n, d in json.loads(p)["devices"].items()}
+                == {"temp": "ok", "root": "ok"}
+                for p, _r, _q in r.mqtt.get_messages_for("demo/status")
+            ),
+            "the heartbeat once every device is up",
+        )
+        first = json.loads(r.mqtt.get_messages_for("demo/status")[0][0])
+        assert {d["status"] for d in first["devices"].values()} <= {"starting", "ok"}
         r.clock.wait_for_waiters(3, timeout=BOUND)
         r.clock.advance(30)
-        r.until(lambda: len(r.mqtt.get_messages_for("demo/status")) >= 2, "periodic heartbeat")
+        r.until(
+            lambda: json.loads(r.mqtt.get_messages_for("demo/status")[-1][0])["uptime_s"] >= 29,
+            "periodic heartbeat",
+        )
     beats = [p for p, _r, _q in r.mqtt.get_messages_for("demo/status")]
-    hb = json.loads(beats[1])
+    hb = json.loads(beats[-2])
     assert hb["status"] == "online" and hb["version"] == "1.2.3"
     assert hb["uptime_s"] == pytest.approx(30, abs=0.2)
     assert hb["devices"]["temp"]["status"] == "ok"

@@ -182,7 +182,8 @@ def test_a_wall_clock_step_changes_no_cadence_reading_or_uptime_only_timestamps(
     for run in (baseline, stepped):
         assert run.cadence == seconds  # every second once: no burst, no stall
         assert run.published == [0, 3, 6, 9]  # Every(seconds=3) on the clock port
-        assert run.uptimes == seconds  # the beat at connect, then one a second
+        # the beat at connect, the one once every device is up, then one a second
+        assert run.uptimes == [0.0, *seconds]
         assert len(run.error_stamps) == 2, run.error_stamps
         for seen, stamped in zip(run.first_seen, run.error_stamps, strict=True):
             assert abs(stamped - seen) < SLACK  # each report starts a streak of its own

@@ -276,8 +276,8 @@ def _where(err: BaseException) -> str:
     frames = traceback.extract_tb(err.__traceback__)
     # The innermost frame of the user's files, not of agent's own (a framework ValueError
     # raised in a decorator should point at the decorated line).
-    own = str(Path(__file__).resolve().parent.parent)
-    mine = [f for f in frames if not str(Path(f.filename).resolve()).startswith(own)]
+    own = Path(__file__).resolve().parent.parent
+    mine = [f for f in frames if not Path(f.filename).resolve().is_relative_to(own)]
     last = mine[-1] if mine else (frames[-1] if frames else None)
     place = f" ({Path(last.filename).name} line {last.lineno})" if last is not None else ""
     text = " / ".join(line.strip() for line in str(err).splitlines() if line.strip())

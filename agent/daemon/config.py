@@ -217,13 +217,15 @@ def read_config(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[DaemonConfig | None, list[ConfigError]]:
     """Read and check the whole file as far as it goes: every problem, and the config with
-    the devices that passed (None when the settings themselves failed).
+    the devices that passed (None when nothing could be read: a file that does not parse).
 
     For ``agent check``, which goes on to build the App of what is good, so that a user
     module that does not import is reported in the same run as a typo in a device table.
     Never run a config that came with problems."""
     source = str(path)
-    settings, problems = DaemonSettings.check(config_file=path, env_file=env_file, environ=environ)
+    settings, problems = DaemonSettings.check_best_effort(
+        config_file=path, env_file=env_file, environ=environ
+    )
     for problem in problems:
         if problem.detail == "unknown key" and "." not in problem.key and problem.source == source:
             # A top-level key the daemon does not know, not a typo of one it does: most
@@ -233,15 +235,9 @@ def read_config(
                 'it: app = "module:attribute")'
             )
     if settings is None:
-        # The settings failed, but the device tables may still be readable: check them too,
-        # so one run of agent check lists everything. Only when the file parses at all.
-        raw = _raw_table(path)
-        if raw is not None:
-            problems.extend(_module_problems(raw.get("modules"), raw.get("module_path"), source))
-            devices = raw.get("device")
-            if isinstance(devices, list):
-                _check_devices([d for d in devices if isinstance(d, dict)], source, problems)
-        return None, problems
+        return None, problems  # nothing could be read (a file that does not parse)
+    # Even with problems so far, what was read (refused values at their defaults) is
+    # checked on, devices and modules included: one run of agent check lists everything.
     problems.extend(settings.module_problems(source))
     devices = _check_devices(settings.device, source, problems)
     return DaemonConfig(source, settings, tuple(devices)), problems
@@ -259,15 +255,6 @@ def load_config(
         raise problems[0]
     assert config is not None
     return config
-
-
-def _raw_table(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    from agent.settings import read_toml
-
-    try:
-        return read_toml(path)
-    except ConfigError:
-        return None
 
 
 # -- the [[device]] tables ---------------------------------------------------------------

@@ -73,7 +73,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from agent.clock import ClockPort, SystemClock, wait
 from agent.daemon import ha_tables as tables
@@ -81,6 +81,7 @@ from agent.entities import COMPONENTS, Entity
 from agent.registry import Registration, check_interval
 from agent.settings import ConfigError, Section
 from agent.settings.conversion import _show
+from agent.settings.fields import Check
 from agent.stores import Store
 from agent.strategies import AllStrategy, AnyStrategy, Every
 from agent.topics import Topics, prefix_problem, validate_sub_topic
@@ -124,6 +125,10 @@ _CONFIG_TOPIC = re.compile(
 _COMMAND_COMPONENTS = ("switch", "button", "number", "select")
 
 
+def _is_topic(text: str) -> bool:
+    return prefix_problem(text) is None
+
+
 class HomeAssistantSettings(Section):
     """``[homeassistant]``: ``enabled`` (default false) turns discovery on;
     ``discovery_prefix`` (default ``homeassistant``) is Home Assistant's discovery prefix,
@@ -134,26 +139,14 @@ class HomeAssistantSettings(Section):
     discovery prefix to ``ha`` leaves the birth message on ``homeassistant/status``."""
 
     enabled: bool = False
-    discovery_prefix: str = "homeassistant"
-    status_topic: str = "homeassistant/status"
-
-    def validate(self) -> None:
-        problem = prefix_problem(self.discovery_prefix)
-        if problem is not None:
-            raise ConfigError(
-                key="discovery_prefix",
-                expected='a topic prefix such as "homeassistant"',
-                found=f"{_show(self.discovery_prefix)} ({problem})",
-            )
-        # The rules of a prefix are those of a topic one subscribes to without wildcards:
-        # a "+" or "#" here would take other clients' messages for Home Assistant's birth.
-        problem = prefix_problem(self.status_topic)
-        if problem is not None:
-            raise ConfigError(
-                key="status_topic",
-                expected='a topic without wildcards such as "homeassistant/status"',
-                found=f"{_show(self.status_topic)} ({problem})",
-            )
+    discovery_prefix: Annotated[
+        str, Check(_is_topic, 'a topic prefix such as "homeassistant" (no "+", "#" or //)')
+    ] = "homeassistant"
+    # The rules of a prefix are those of a topic one subscribes to without wildcards: a "+"
+    # or "#" here would take other clients' messages for Home Assistant's birth.
+    status_topic: Annotated[
+        str, Check(_is_topic, 'a topic without wildcards such as "homeassistant/status"')
+    ] = "homeassistant/status"
 
 
 # -- ids and templates -------------------------------------------------------------------
@@ -613,12 +606,14 @@ def _component_keys(
     if component in ("binary_sensor", "switch"):
         on, off = entity.payload_on, entity.payload_off
         if on is None and off is None:
-            # Not Jinja's truth: "OFF" is a non-empty string, so true. Lower-case text
-            # compares JSON true, 1, "ON", "on" and "True" alike (see ON_TEXTS).
+            # Not Jinja's truth: "OFF" is a non-empty string, so true. A number is on when
+            # it is not 0 (JSON true is one too); text compares lower-case, so "ON", "on",
+            # "True" and "1" alike (see ON_TEXTS).
             texts = ", ".join(f"'{t}'" for t in ON_TEXTS)
+            value = field_path(entity.field)
             out["value_template"] = (
-                "{{ 'ON' if (" + field_path(entity.field) + f" | string | lower) in [{texts}] "
-                "else 'OFF' }}"
+                f"{{{{ 'ON' if ({value} is number and {value} != 0) or "
+                f"({value} | string | lower) in [{texts}] else 'OFF' }}}}"
             )
             on, off = "ON", "OFF"
         else:
@@ -698,7 +693,12 @@ def discovery_lifespan(
 
 
 def clear_remembered(
-    mqtt: Any, store: Store | None, *, keep: Mapping[str, Any], quiet: bool = False
+    mqtt: Any,
+    store: Store | None,
+    *,
+    keep: Mapping[str, Any],
+    quiet: bool = False,
+    why: str = "of entities that no longer exist",
 ) -> None:
     """Clear (an empty retained payload) the discovery configs an earlier run remembered in
     ``store`` that are not in ``keep``, and remember ``keep`` instead. ``quiet``: a store
@@ -726,7 +726,7 @@ def clear_remembered(
     for topic in gone:
         mqtt.publish(topic, "", retain=True, qos=1)
     if gone:
-        log.info("cleared %d discovery config(s) of entities that no longer exist", len(gone))
+        log.info("cleared %d discovery config(s) %s", len(gone), why)
     if not gone and not keep and not before:
         return  # nothing was ever published: leave the store alone
     try:
@@ -746,7 +746,9 @@ def cleanup_lifespan(*, store: Store | None) -> Callable[[Any], AbstractContextM
 
     @contextmanager
     def homeassistant_cleanup(ctx: Any) -> Iterator[None]:
-        clear_remembered(ctx.mqtt, store, keep={}, quiet=True)
+        clear_remembered(
+            ctx.mqtt, store, keep={}, quiet=True, why="(Home Assistant discovery is off)"
+        )
         yield
 
     return homeassistant_cleanup

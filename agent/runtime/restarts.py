@@ -11,8 +11,9 @@ The App's four knobs (the reference's, applied to adapters *and* devices here):
 * ``max_restart_cooldown`` (None) — when set, the cooldown doubles with each restart of a
   streak (5, 10, 20 … s) up to this many seconds, so a device that cannot start (a pin not
   on this board) retries ever more rarely instead of every few seconds;
-* ``sustained_health_reset`` (300 s) — that long without a failure, and the count starts
-  again from zero: a device that fails once a week is never given up.
+* ``sustained_health_reset`` (300 s) — that long without a failure (any failed call, not
+  only restarts), and the count starts again from zero: a device that fails once a week is
+  never given up.
 
 A ``@app.device`` loop that raises, or returns while the agent is not shutting down and
 without command handlers, is restarted the same way, under the same budget. Time is the
@@ -107,6 +108,13 @@ class RestartBudget:
             return False
         self.restarts += 1
         return True
+
+    def failed(self) -> None:
+        """A failure that does not (yet) call for a restart: healthy time starts after it.
+        Without this, a slow device (five failed readings two minutes apart) would look
+        healthy for ``sustained_reset`` at each restart, and its count — with it the
+        growing cooldown and the thinned-out log — would start again every time."""
+        self._last_trouble = self._clock.now()
 
     def restarted(self) -> None:
         """The restart happened: healthy time counts from now."""

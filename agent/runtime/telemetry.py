@@ -266,11 +266,15 @@ class TelemetryCycle:
                 streak.count,
                 self._clock.now() - streak.started,
             )
+        if streak is not None or not self._health.is_online(self.name):
+            # Back from failed readings, or from a restart (announced by this success, not
+            # by the restart: see Member start in worker.py).
             self._health.publish_device_available(self.name, is_root=self.reg.is_root)
         self._health.set_device_status(self.name, "ok")
 
     def _failed(self, exc: Exception) -> None:
         self._health.record_call(self.name, exc)
+        self._supervisor.budget(self.name).failed()
         self._trip_breaker()
         now = self._clock.now()
         streak = self._streak

@@ -223,8 +223,10 @@ class Worker:
                 args = {k: v for k, v in per_call.items() if k in names}
                 error = self._call(lambda a=args: func(**a, **kwargs), {"topic": item.topic})
                 failures = 0 if error is None else failures + 1
-                if error is not None and failures >= self._supervisor.policy.after_failures:
-                    return error
+                if error is not None:
+                    self._supervisor.budget(self.reg.name).failed()
+                    if failures >= self._supervisor.policy.after_failures:
+                        return error
 
     def _call(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
         """One command handler call, timed; its failure is reported and survived."""

@@ -241,7 +241,25 @@ class Settings(Section):
         each refused value and each section's failed cross-field check is its own problem,
         and the rest of the file is still checked. ``agent check`` prints them.
         """
+        settings, problems = cls.check_best_effort(
+            config_file=config_file, env_file=env_file, environ=environ
+        )
+        return (None, problems) if problems else (settings, [])
+
+    @classmethod
+    def check_best_effort(
+        cls: type[_S],
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        env_file: str | os.PathLike[str] | None = ".env",
+        environ: Mapping[str, str] | None = None,
+    ) -> tuple[_S | None, list[ConfigError]]:
+        """:meth:`check`, and the settings read as far as they go even with problems: each
+        refused value replaced by its default (None only when nothing could be read, e.g.
+        a file that does not parse). For a checker that goes on to look at what the good
+        parts lead to; settings that came with problems must never be used to run."""
         problems = Problems(collect=True)
+        settings: _S | None = None
         try:
             settings = cls._load(config_file, env_file, environ, problems)
         except ConfigError as err:
@@ -252,9 +270,7 @@ class Settings(Section):
                 source=source, detail=f"cannot load the settings: {_exception_text(err)}"
             )
             problems.found.append(failure)
-        if problems.found:
-            return None, problems.found
-        return settings, []
+        return settings, problems.found
 
     @classmethod
     def _load(

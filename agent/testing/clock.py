@@ -182,7 +182,8 @@ class FakeClock:
 
     @property
     def waiters(self) -> int:
-        """Threads now blocked in :meth:`sleep` or :meth:`wait` and not yet released."""
+        """Threads now blocked in :meth:`sleep` or :meth:`wait`, neither released nor woken
+        (a waiter whose event is set is about to run, not waiting)."""
         with self._cond:
             return self._count()
 
@@ -197,7 +198,8 @@ class FakeClock:
             return min(due) if due else None
 
     def wait_for_waiters(self, n: int, timeout: float = 5.0) -> None:
-        """Block (real time, at most ``timeout`` s) until at least ``n`` threads are parked.
+        """Block (real time, at most ``timeout`` s) until at least ``n`` threads are parked
+        (see :attr:`waiters`).
 
         Call it before :meth:`advance` so the move in time is not lost on a thread that
         has not reached its wait yet. Raises :class:`AssertionError` on timeout.

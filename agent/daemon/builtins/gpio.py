@@ -210,10 +210,15 @@ class GpioInputType:
             icon=options.icon,
         )
 
-        def gpio_input(ctx: DeviceContext) -> None:
-            _run_input(ctx, options)
+        def open_pin(ctx: DeviceContext) -> _OpenPin:
+            return _open_input(ctx, options)
 
-        router.add_device(spec.name, gpio_input, enabled=spec.enabled, entities=[entity])
+        def gpio_input(ctx: DeviceContext, pin: _OpenPin) -> None:
+            _run_input(ctx, options, pin)
+
+        router.add_device(
+            spec.name, gpio_input, init=open_pin, enabled=spec.enabled, entities=[entity]
+        )
 
 
 class GpioOutputType:
@@ -244,18 +249,30 @@ class GpioOutputType:
         )
         if options.initial == "restore":
             # Only this variant asks for the store, so "off"/"on" run with backend = "none".
-            def gpio_output_restored(ctx: DeviceContext, store: DeviceStore) -> None:
-                _run_output(ctx, options, store)
+            def open_restored(ctx: DeviceContext, store: DeviceStore) -> _OpenPin:
+                return _open_output(ctx, options, store)
+
+            def gpio_output_restored(ctx: DeviceContext, store: DeviceStore, pin: _OpenPin) -> None:
+                _run_output(ctx, options, store, pin)
 
             router.add_device(
-                spec.name, gpio_output_restored, enabled=spec.enabled, entities=[entity]
+                spec.name,
+                gpio_output_restored,
+                init=open_restored,
+                enabled=spec.enabled,
+                entities=[entity],
             )
             return
 
-        def gpio_output(ctx: DeviceContext) -> None:
-            _run_output(ctx, options, None)
+        def open_pin(ctx: DeviceContext) -> _OpenPin:
+            return _open_output(ctx, options, None)
 
-        router.add_device(spec.name, gpio_output, enabled=spec.enabled, entities=[entity])
+        def gpio_output(ctx: DeviceContext, pin: _OpenPin) -> None:
+            _run_output(ctx, options, None, pin)
+
+        router.add_device(
+            spec.name, gpio_output, init=open_pin, enabled=spec.enabled, entities=[entity]
+        )
 
 
 GPIO_INPUT = GpioInputType()
@@ -344,15 +361,18 @@ class _EdgeQueue:
         return edges, lost
 
 
-def _run_input(ctx: DeviceContext, options: InputOptions) -> None:
-    """The device function of a ``gpio_input``: open the pin, publish its level, then
-    publish each change until shutdown; the pin is closed whatever ends it."""
+@dataclass
+class _OpenPin:
+    """A gpiozero device opened by a device's ``init`` — before the device is announced
+    ``online``, so a pin that cannot be opened keeps it ``offline`` through its restarts
+    instead of flapping — and handed to the device function, which closes it."""
+
+    device: Any
+    pin: int | str
+
+
+def _open_input(ctx: DeviceContext, options: InputOptions) -> _OpenPin:
     pull_up = {"up": True, "down": False, "none": None}[options.pull]
-    # gpiozero fixes the polarity of a pulled pin (pull-up: active when low); the user's
-    # active_low may differ (a normally-closed contact), so the rest is inverted here.
-    zero_active_low = pull_up is True if pull_up is not None else options.active_low
-    invert = zero_active_low != options.active_low
-    edges = _EdgeQueue(ctx)
 
     def make(gpiozero: ModuleType) -> Any:
         return gpiozero.DigitalInputDevice(
@@ -361,7 +381,19 @@ def _run_input(ctx: DeviceContext, options: InputOptions) -> None:
             active_state=None if pull_up is not None else not options.active_low,
         )
 
-    device = _open(f"gpio_input {ctx.name!r}", options.pin, make)
+    return _OpenPin(_open(f"gpio_input {ctx.name!r}", options.pin, make), options.pin)
+
+
+def _run_input(ctx: DeviceContext, options: InputOptions, pin: _OpenPin) -> None:
+    """The device function of a ``gpio_input``: publish the level of the pin its ``init``
+    opened, then each change until shutdown; the pin is closed whatever ends it."""
+    pull_up = {"up": True, "down": False, "none": None}[options.pull]
+    # gpiozero fixes the polarity of a pulled pin (pull-up: active when low); the user's
+    # active_low may differ (a normally-closed contact), so the rest is inverted here.
+    zero_active_low = pull_up is True if pull_up is not None else options.active_low
+    invert = zero_active_low != options.active_low
+    edges = _EdgeQueue(ctx)
+    device = pin.device
     try:
         device.when_activated = lambda: edges.push(not invert)
         device.when_deactivated = lambda: edges.push(invert)
@@ -369,7 +401,7 @@ def _run_input(ctx: DeviceContext, options: InputOptions) -> None:
     finally:
         device.when_activated = None
         device.when_deactivated = None
-        _close(device, options.pin)
+        _close(device, pin.pin)
 
 
 def _serve_input(
@@ -444,9 +476,8 @@ def parse_command(payload: str, current: bool) -> bool:
     raise InvalidPayload(f'expected ON, OFF, TOGGLE or {{"state": "ON"}}, got {payload!r}')
 
 
-def _run_output(ctx: DeviceContext, options: OutputOptions, store: DeviceStore | None) -> None:
-    """The device function of a ``gpio_output``: open the pin at its initial level, publish
-    it, then switch it on command until shutdown; the pin is closed whatever ends it."""
+def _open_output(ctx: DeviceContext, options: OutputOptions, store: DeviceStore | None) -> _OpenPin:
+    """Open the pin at its initial level: ``initial``, or the state saved in ``store``."""
     if store is not None:
         saved = store.get("state", OFF)
         if saved not in (ON, OFF):
@@ -463,7 +494,15 @@ def _run_output(ctx: DeviceContext, options: OutputOptions, store: DeviceStore |
             options.pin, active_high=not options.active_low, initial_value=on
         )
 
-    device = _open(f"gpio_output {ctx.name!r}", options.pin, make)
+    return _OpenPin(_open(f"gpio_output {ctx.name!r}", options.pin, make), options.pin)
+
+
+def _run_output(
+    ctx: DeviceContext, options: OutputOptions, store: DeviceStore | None, pin: _OpenPin
+) -> None:
+    """The device function of a ``gpio_output``: publish the level of the pin its ``init``
+    opened, then switch it on command until shutdown; the pin is closed whatever ends it."""
+    device = pin.device
     try:
 
         def switch(command: Command) -> None:
@@ -479,4 +518,4 @@ def _run_output(ctx: DeviceContext, options: OutputOptions, store: DeviceStore |
         while not ctx.shutdown_requested:
             ctx.sleep(3600)  # commands are handled while it sleeps; returns at shutdown
     finally:
-        _close(device, options.pin)
+        _close(device, pin.pin)
