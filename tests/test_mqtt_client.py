@@ -678,3 +678,29 @@ def test_an_ack_that_arrives_before_publish_returns_is_not_lost() -> None:
     fake.ack_synchronously = lambda mid: client._on_publish(fake, None, mid)
     client.publish("t/s", "1")
     assert client.flush(0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "hint"),
+    [
+        (
+            "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: CA cert does not include key usage extension (_ssl.c:1029)",
+            "strict verification",
+        ),
+        (
+            "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: Missing Authority Key Identifier (_ssl.c:1029)",
+            "strict verification",
+        ),
+        (
+            "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: unable to get local issuer certificate (_ssl.c:1006)",
+            "check mqtt.ca_file",
+        ),
+    ],
+)
+def test_a_refused_certificate_gets_the_hint_that_fits(reason: str, hint: str) -> None:
+    from agent.mqtt.paho import _with_hint
+
+    assert hint in _with_hint(reason).split(" — ", 1)[1]

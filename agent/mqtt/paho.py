@@ -128,6 +128,13 @@ class _PahoClient(mqtt.Client):
 _HINTS = (
     ("CERTIFICATE_REQUIRED", "the broker requires a client certificate: set mqtt.cert_file "
      "and mqtt.key_file"),
+    # Python 3.13+ verifies strictly (VERIFY_X509_STRICT): certificates made without these
+    # extensions, accepted before, are refused; the usual verify hint would mislead.
+    *(
+        (needle, "a certificate lacks an extension Python 3.13's strict verification needs: "
+         "reissue the CA / broker certificate with it (docs/packaging.md, TLS)")
+        for needle in ("key usage", "Authority Key Identifier", "Basic Constraints")
+    ),
     ("CERTIFICATE_VERIFY_FAILED", "the broker's certificate did not verify: check mqtt.ca_file "
      "and that mqtt.host matches the certificate"),
     ("WRONG_VERSION_NUMBER", "is this port speaking TLS? check mqtt.port and mqtt.tls"),
