@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.entities import Entity
 from agent.router import Router
 from agent.strategies import PublishStrategy
 
@@ -87,8 +86,3 @@ class DeviceType(Protocol):
         Assistant. Wrap a telemetry handler with :func:`agent.daemon.filters.filtered` to
         apply ``spec.filters``."""
         ...
-
-
-def entity(field: str, **metadata: Any) -> Entity:
-    """Shorthand used by the built-ins."""
-    return Entity(field, **metadata)

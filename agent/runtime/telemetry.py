@@ -213,11 +213,11 @@ class TelemetryCycle:
         """Restart the device (its ``init`` again) after the cooldown, if the budget allows;
         without blocking the thread, which a group's other members share."""
         self._call = None
-        if not self._supervisor.budget(self.name).spend():
-            self._given_up = True
-            self._supervisor.give_up(self.reg, self._supervisor.budget(self.name).restarts, cause)
-            return
         budget = self._supervisor.budget(self.name)
+        if not budget.spend():
+            self._given_up = True
+            self._supervisor.give_up(self.reg, budget.restarts, cause)
+            return
         policy = budget.policy
         cooldown = policy.cooldown_before(budget.restarts)
         log.log(
