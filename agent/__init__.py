@@ -25,11 +25,8 @@ from agent.errors import (
     RestartsExhausted,
     build_error_payload,
 )
-from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
 from agent.health import DeviceStatus, HealthReporter, HeartbeatPayload, build_will_config
-from agent.introspect import build_registry_snapshot
 from agent.logs import JsonFormatter, configure_logging
-from agent.mqtt.fakes import MockMqttClient, NullMqttClient
 from agent.mqtt.port import (
     MessageCallback,
     MqttConnectionEvents,
@@ -53,13 +50,10 @@ from agent.retry import (
     FixedBackoff,
     LinearBackoff,
 )
-from agent.router import Router
 from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
 from agent.stores import (
-    JsonFileStore,
     MemoryStore,
     NullStore,
-    SqliteStore,
     Store,
     StoreCorrupt,
     StoreError,
@@ -69,17 +63,40 @@ from agent.stores import (
 from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
 
 if TYPE_CHECKING:
+    from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
+    from agent.introspect import build_registry_snapshot
+    from agent.mqtt.fakes import MockMqttClient, NullMqttClient
     from agent.mqtt.paho import MqttClient
+    from agent.router import Router
+    from agent.stores import JsonFileStore, SqliteStore
+
+_LAZY = {
+    "Filter": "agent.filters",
+    "MedianFilter": "agent.filters",
+    "OneEuroFilter": "agent.filters",
+    "Pt1Filter": "agent.filters",
+    "build_registry_snapshot": "agent.introspect",
+    "MockMqttClient": "agent.mqtt.fakes",
+    "NullMqttClient": "agent.mqtt.fakes",
+    "MqttClient": "agent.mqtt.paho",
+    "Router": "agent.router",
+    "JsonFileStore": "agent.stores",
+    "SqliteStore": "agent.stores",
+}
+"""Public names imported when first asked for (PEP 562), not by ``import agent``: each pulls
+in what a running agent may not need — the C++ filters and libstdc++, sqlite3, paho, the
+fakes. A run imports only what its config uses: less memory and a faster start (ADR-012)."""
 
 
 def __getattr__(name: str) -> Any:
-    # paho is imported only when the real client is asked for: ``import agent`` stays light
-    # for code that uses only the filters, the fakes or the settings.
-    if name == "MqttClient":
-        from agent.mqtt.paho import MqttClient
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent' has no attribute {name!r}")
+    import importlib
 
-        return MqttClient
-    raise AttributeError(f"module 'agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
 
 
 __all__ = [

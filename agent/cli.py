@@ -258,21 +258,23 @@ def _load_app(config: str | None) -> App | int:
 def _load_any_app(config: str, env_file: str | None) -> App | int:
     """The App a config file describes: the user's (``app = "module:attribute"``) or the
     daemon's (any other file; see :mod:`agent.daemon`)."""
-    from agent.daemon.command import load_app, uses_app_key
+    from agent.settings import read_toml
 
     try:
-        legacy = uses_app_key(config)
+        legacy = "app" in read_toml(config)
     except ConfigError as exc:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    if legacy:
+    if legacy:  # a user's App: the daemon's modules are never imported
         return _load_app(config)
+    from agent.daemon.command import load_app
+
     return load_app(config, env_file=".env" if env_file is None else env_file)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agent`` console command (and of ``python -m agent``)."""
-    from agent.daemon.config import DEFAULT_CONFIG
+    from agent.daemon import DEFAULT_CONFIG
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:

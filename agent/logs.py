@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import logging.handlers
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -214,8 +213,10 @@ def configure_logging(settings: LoggingSettings, *, service: str, version: str =
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if settings.file:
         try:
+            from logging.handlers import RotatingFileHandler  # pulls in pickle: only here
+
             handlers.append(
-                logging.handlers.RotatingFileHandler(
+                RotatingFileHandler(
                     settings.file,
                     maxBytes=settings.max_file_bytes,
                     backupCount=settings.backup_count,

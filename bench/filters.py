@@ -23,26 +23,66 @@ a build.
 ``MedianFilter.update_many`` picks its code at run time on x86-64 (AVX-512, AVX2 or the
 portable SSE2 pass, see cpp/filters.hpp); the header line says which one ran, and
 ``--median-path`` forces one of those this CPU has.
+
+In the suite (``python -m bench``, :func:`run_filters`) this script runs as a child process
+of the measured interpreter and hands every round's figures back as JSON (``--json FILE``).
+An interpreter without the extension of this checkout (Debian's ``/usr/bin/python3`` with
+``PYTHONPATH`` on the repository, which has only the sources) is given the compiled module
+through ``BENCH_FILTERS_EXTENSION`` (a path to a ``_filters*.so`` built for its ABI, see
+:func:`filters_env`), loaded as ``agent._filters`` before ``agent`` is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import filters
+EXTENSION = os.environ.get("BENCH_FILTERS_EXTENSION")
+"""A compiled ``agent._filters`` to load from this path (see the module docstring)."""
+
+
+class _ExtensionAt(importlib.abc.MetaPathFinder):
+    """Finds ``agent._filters`` at :data:`EXTENSION`, whatever ``agent.__path__`` holds."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != "agent._filters" or not EXTENSION:
+            return None
+        return importlib.util.spec_from_file_location(name, EXTENSION)
+
+
+if EXTENSION:
+    sys.meta_path.insert(0, _ExtensionAt())
+
+from agent import filters  # noqa: E402 - after the finder
+from bench.common import (  # noqa: E402
+    BENCH,
+    REPO,
+    Figure,
+    Options,
+    Target,
+    agent_env,
+    cpu_model,
+    log_tail,
+)
 
 
 @dataclass(frozen=True)
@@ -119,8 +159,10 @@ class Timing:
     many_first: float  # C++ update_many, the first call after the Python loops
 
 
-def measure(case: Case, xs_loop: list[float], xs_array: array[float], rounds: int) -> Timing:
-    """Time one filter: the four figures of :class:`Timing`, each the best of ``rounds``.
+def measure_rounds(
+    case: Case, xs_loop: list[float], xs_array: array[float], rounds: int
+) -> list[Timing]:
+    """Time one filter ``rounds`` times: the four figures of :class:`Timing` of each round.
 
     They are interleaved round by round, so a slow spell of the machine (another process, a
     frequency change) hits all of them alike instead of one whole series; the garbage
@@ -130,46 +172,50 @@ def measure(case: Case, xs_loop: list[float], xs_array: array[float], rounds: in
     device that filters batch after batch. The second is the figure held to the target, as
     it was when this benchmark took the best of back-to-back calls.
     """
-    best = [float("inf")] * 4
+    out: list[Timing] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(rounds):
-            best[0] = min(best[0], loop_ns(case.make_cpp, xs_loop) / len(xs_loop))
-            best[1] = min(best[1], loop_ns(case.make_py, xs_loop) / len(xs_loop))
-            best[3] = min(best[3], many_ns(case.make_cpp, xs_array) / len(xs_array))
-            best[2] = min(best[2], many_ns(case.make_cpp, xs_array) / len(xs_array))
+            cpp = loop_ns(case.make_cpp, xs_loop) / len(xs_loop)
+            py = loop_ns(case.make_py, xs_loop) / len(xs_loop)
+            many_first = many_ns(case.make_cpp, xs_array) / len(xs_array)
+            many = many_ns(case.make_cpp, xs_array) / len(xs_array)
+            out.append(Timing(cpp, py, many, many_first))
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(*best)
+    return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def measure(case: Case, xs_loop: list[float], xs_array: array[float], rounds: int) -> Timing:
+    """Each figure of :class:`Timing` the best of ``rounds`` (the least disturbed round)."""
+    return best(measure_rounds(case, xs_loop, xs_array, rounds))
+
+
+def best(timings: Sequence[Timing]) -> Timing:
+    """Each figure the least of its rounds."""
+    return Timing(*(min(getattr(t, f.name) for t in timings) for f in fields(Timing)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     parser.add_argument(
-        "--rounds", type=int, default=7, help="interleaved rounds; each figure is the best"
+        "--rounds",
+        type=int,
+        help="interleaved rounds (default 7, quick 3); each figure is the best",
     )
     parser.add_argument(
         "--median-path",
         help="force the median's batch code: portable, avx2 or avx512 (default: the widest)",
     )
+    parser.add_argument("--json", type=Path, help="also write every round's figures there (JSON)")
     args = parser.parse_args(argv)
 
     n_many = 100_000 if args.quick else 1_000_000
     n_loop = 20_000 if args.quick else 200_000
-    rounds = 3 if args.quick else args.rounds
+    rounds = args.rounds or (3 if args.quick else 7)
     xs_list = signal(n_many)
     xs_loop = xs_list[:n_loop]
     xs_array = array("d", xs_list)
@@ -187,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:  # names the paths this CPU has
             parser.error(str(exc))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {cpu_model()}")
+    print(f"compiled filters: {_filters.__file__}")
     print(
         f"median update_many path: {_filters._simd_path()} "
         f"(this CPU: {', '.join(_filters._simd_paths())})"
@@ -200,8 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "---|" * 9)
     all_met = True
+    report: dict[str, Any] = {
+        "python": platform.python_version(),
+        "extension": _filters.__file__,
+        "median_path": _filters._simd_path(),
+        "loop_samples": n_loop,
+        "many_samples": n_many,
+        "cases": {},
+    }
     for case in CASES:
-        t = measure(case, xs_loop, xs_array, rounds)
+        timings = measure_rounds(case, xs_loop, xs_array, rounds)
+        report["cases"][case.name] = [asdict(t) for t in timings]
+        t = best(timings)
         single_ratio = t.py / t.cpp
         many_ratio = t.py / t.many
         if case.single_target is None:
@@ -219,7 +276,112 @@ def main(argv: list[str] | None = None) -> int:
             f"| {t.many_first:.1f} ({t.py / t.many_first:.0f}×) |"
         )
     print("\nall targets met" if all_met else "\nsome targets MISSED")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0
+
+
+# -- the suite's scenario (python -m bench) -------------------------------------------------
+
+
+UNIT = "ns/sample"
+
+
+def filters_env(python: str) -> dict[str, str]:
+    """The environment in which ``python`` runs this script on this checkout's filters.
+
+    ``agent_env()`` (the repository first on the path); if ``python`` cannot import
+    ``agent._filters`` from there (the extension lives in the venv that built it, not in
+    the source tree), also ``BENCH_FILTERS_EXTENSION``: the compiled module of this
+    interpreter (the suite's own, if its ABI suffix matches the measured one's), else
+    Debian's build of it (``build/debian``, ``packaging/build-deb``). Without either, the
+    script says the extension is not built and the scenario fails.
+    """
+    env = agent_env()
+    probe = subprocess.run(
+        [
+            python,
+            "-W",
+            "ignore",
+            "-c",
+            "import sysconfig, agent.filters as f; "
+            "print(f.NATIVE, sysconfig.get_config_var('EXT_SUFFIX'))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    native, _, suffix = probe.stdout.strip().partition(" ")
+    if probe.returncode != 0 or native == "True":
+        return env  # a broken interpreter speaks for itself when the script runs
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec("agent._filters")
+    if spec is not None and spec.origin and spec.origin.endswith(suffix):
+        candidates.append(Path(spec.origin))
+    candidates.append(REPO / "build" / "debian" / f"_filters{suffix}")
+    for candidate in candidates:
+        if candidate.exists():
+            env["BENCH_FILTERS_EXTENSION"] = str(candidate)
+            break
+    return env
+
+
+def run_filters(options: Options) -> list[Figure]:
+    """The C++ filters against their pure-Python references (the "baseline").
+
+    This script runs once, as a child of ``options.python``, with ``max(options.rounds,
+    5)`` interleaved rounds (cheap: a few seconds) on 20,000 / 100,000 samples (quick) or
+    200,000 / 10^6 (full). Rows, per filter, one value per round in ns per sample, the
+    table showing the medians (not the best round, as the standalone table does):
+
+    * ``update in a Python loop`` — agent: the C++ ``update`` called in a ``for`` loop;
+      baseline: the Python reference's ``update`` in the same loop; target: the speed-up of
+      issue 2 (Median ≥ 5×, OneEuro ≥ 3×) as agent / baseline ≤ 1 / speed-up;
+    * ``update_many (warm)`` — agent: one ``update_many`` call on an ``array('d')`` right
+      after another; baseline: the Python reference's loop; target ≥ 50× (≤ 0.02×).
+    """
+    rounds = max(options.rounds, 5)
+    folder = options.workdir / "filters"
+    folder.mkdir(parents=True, exist_ok=True)
+    out, log_path = folder / "filters.json", folder / "filters.log"
+    cmd = [options.python, str(BENCH / "filters.py"), "--json", str(out), f"--rounds={rounds}"]
+    if options.quick:
+        cmd.append("--quick")
+    with open(log_path, "wb") as log:
+        proc = options.children.spawn(
+            cmd, env=filters_env(options.python), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            code = proc.wait(timeout=600)
+        finally:
+            options.children.end(proc)
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"bench/filters.py exited with {code}: {log_tail(log_path, 8)}")
+    report = json.loads(out.read_text())
+    print(
+        f"  {report['loop_samples']:,} / {report['many_samples']:,} samples, "
+        f"{len(next(iter(report['cases'].values())))} rounds, median path "
+        f"{report['median_path']}, extension {report['extension']}",
+        flush=True,
+    )
+    figures: list[Figure] = []
+    for case in CASES:
+        timings = report["cases"][case.name]
+        cpp = [t["cpp"] for t in timings]
+        py = [t["py"] for t in timings]
+        many = [t["many"] for t in timings]
+        # Rounded: the table prints the target, and "≤ 0.333333×" says no more than 0.333×.
+        single = (
+            None
+            if case.single_target is None
+            else Target("ratio_max", round(1 / case.single_target, 3))
+        )
+        batch = Target("ratio_max", round(1 / case.many_target, 3))
+        name = case.name
+        figures.append(Figure("filters", f"{name}: update in a Python loop", UNIT, cpp, py, single))
+        figures.append(Figure("filters", f"{name}: update_many (warm)", UNIT, many, py, batch))
+    return figures
 
 
 if __name__ == "__main__":

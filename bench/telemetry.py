@@ -8,6 +8,11 @@ Run from the repository root with the PyPI venv (paho 2.x, agent installed edita
     build/venv-pypi/bin/python bench/telemetry.py --scenario many --tracemalloc --profile
     build/venv-pypi/bin/python bench/telemetry.py --repeat 2 --keep   # each pair twice
 
+The suite (``python -m bench``) runs the same machinery as two of its scenarios, with
+shorter windows, several alternating rounds and one table row per figure:
+:func:`run_cadence` (the ``single`` jobs) and :func:`run_scale` (the ``many`` jobs and a
+sweep of RSS and CPU against the device count); their docstrings say what each row holds.
+
 ``--agent-root DIR`` measures another checkout's agent package instead of this one, e.g. a
 commit: ``mkdir /tmp/a && git archive b29d7c3 agent | tar -x -C /tmp/a`` then
 ``--agent-root /tmp/a``. ``--python /usr/bin/python3`` runs agent and baseline with Debian's
@@ -103,7 +108,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import itertools
 import json
 import math
@@ -111,14 +115,13 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -127,13 +130,34 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from agent.testing.mosquitto import Mosquitto, Observer  # noqa: E402 - after the path
-
-SYS_RECEIVED = "$SYS/broker/messages/received"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MEASURED_CORE = 0
-BUSY_CORE = 1
-
+from bench.common import (  # noqa: E402 - after the path
+    LAUNCHER,
+    MEASURED_CORE,
+    Broker,
+    Children,
+    Figure,
+    Options,
+    Target,
+    agent_env,
+    busy_loop,
+    context_switches,
+    cpu_model,
+    cpu_seconds,
+    cpu_split,
+    describe_agent,
+    load_average,
+    log_tail,
+    machine_jiffies,
+    median,
+    percentile,
+    pinned_to,
+    proc_status,
+    py_spy,
+    read_json,
+    sleep_until,
+    source_digest,
+    thread_cpu_seconds,
+)
 
 # -- jobs and their results ---------------------------------------------------------------
 
@@ -151,10 +175,13 @@ class Job:
     busy_other_core: bool = False  # pin the measured process to core 0, spin on core 1
     pinned: bool = False  # pin the measured process to core 0 (implied by busy_other_core)
     tracemalloc: bool = False  # a diagnostic run: report where the Python memory went
+    settle_s: float | None = None  # None: the default below (the suite's quick mode: less)
 
     @property
     def settle(self) -> float:
         """Seconds from "ready" to the start of the window."""
+        if self.settle_s is not None:
+            return self.settle_s
         return max(1.0, 2 * self.interval) + 1.0
 
     @property
@@ -210,55 +237,18 @@ class Run:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def cpu_threads_pct(self) -> float:
+        """CPU of the window summed over the threads alive at its end (``cpu_by_role``, from
+        /proc/PID/task/TID/schedstat, in nanoseconds): for a process that uses 1 % of a
+        core, ``cpu_pct``'s 10 ms clock ticks are 10 % steps over a 10 s window, this is
+        exact; it misses a thread that ended within the window (none do, in steady state)."""
+        if not self.cpu_by_role:
+            return self.cpu_pct
+        return sum(pct for _, pct in self.cpu_by_role.values())
+
 
 # -- reading /proc --------------------------------------------------------------------------
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process, all its threads (those that ended too), in seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14, 15 of proc(5)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (those that ended too), in seconds."""
-    return sum(cpu_split(pid))
-
-
-def context_switches(pid: int) -> tuple[int, int]:
-    """(voluntary, involuntary) context switches summed over the live threads of a process:
-    a thread that goes to sleep (a wait, a lock, the GIL) switches voluntarily; one the
-    kernel preempts, involuntarily."""
-    voluntary = involuntary = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    voluntary += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    involuntary += int(line.split()[1])
-    return voluntary, involuntary
-
-
-def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU time of each live thread of a process, by OS thread id, in seconds.
-
-    From /proc/PID/task/TID/schedstat (nanoseconds on the CPU, exact) where the kernel has
-    it; the ``utime + stime`` of a thread's ``stat`` count in 10 ms clock ticks, and for
-    1,000 threads that each run for a few hundred microseconds a second they lose most of
-    it. (The process's own total, :func:`cpu_seconds`, is exact either way.)
-    """
-    out: dict[int, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            try:
-                out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
-            except OSError:
-                text = (task / "stat").read_text()
-                fields = text[text.rindex(")") + 2 :].split()
-                out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return out
 
 
 def thread_role_name(name: str) -> str:
@@ -279,49 +269,7 @@ def cpu_by_role(
     return dict(sorted(roles.items(), key=lambda item: -item[1][1]))
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (kB) and Threads from /proc/PID/status."""
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-def machine_jiffies() -> tuple[int, int, int]:
-    """(total, idle + iowait, steal) jiffies of all CPUs since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    total = user + nice + system + idle + iowait + irq + softirq + steal
-    return total, idle + iowait, steal
-
-
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def sleep_until(t: float) -> None:
-    time.sleep(max(0.0, t - time.monotonic()))
-
-
 # -- the figures ----------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1) of an already sorted sequence."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def analyse(
@@ -367,60 +315,6 @@ def analyse(
 # -- the processes --------------------------------------------------------------------------
 
 
-LAUNCHER = """\
-import sys
-root = sys.argv.pop(1)
-def editable(finder):
-    module = finder.__module__ if isinstance(finder, type) else type(finder).__module__
-    return "editable" in module
-sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
-sys.path.insert(0, root)
-from agent.cli import main
-sys.exit(main())
-"""
-"""``python -m agent`` for another checkout's package (``--agent-root``): an editable install
-puts a finder in front of ``sys.meta_path`` that ``PYTHONPATH`` cannot override; this drops
-it and puts the root first on the path."""
-
-
-def agent_env() -> dict[str, str]:
-    """The environment for ``python -m agent``: this checkout's package first on the path,
-    none of the settings variables of the calling shell (as tests/e2e_helpers.agent_env)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def source_digest(root: Path) -> str:
-    """A short sha256 of every ``agent/**/*.py`` under ``root``: which code was measured,
-    also when it was an uncommitted working tree."""
-    digest = hashlib.sha256()
-    for path in sorted((root / "agent").rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def describe_agent(root: Path) -> str:
-    """HEAD, uncommitted changes under agent/ and the source digest of the measured agent."""
-    parts = [f"agent sources {root / 'agent'} (digest {source_digest(root)})"]
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--short", "--", "agent"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.splitlines()
-        if head:
-            parts.append(f"git HEAD {head}, {len(dirty)} uncommitted path(s) under agent/")
-    return ", ".join(parts)
-
-
 def write_agent_config(folder: Path, host: str, port: int) -> Path:
     """agent.toml for bench/telemetry_app.py (copied next to it) on the private broker."""
     shutil.copy(BENCH / "telemetry_app.py", folder / "telemetry_app.py")
@@ -439,106 +333,6 @@ def write_agent_config(folder: Path, host: str, port: int) -> Path:
     return path
 
 
-def pinned_to(core: int | None):  # type: ignore[no-untyped-def]
-    """A ``preexec_fn`` pinning the child (and every thread it will start) to ``core``."""
-    if core is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {core})
-
-    return pin
-
-
-class Children:
-    """Every process this benchmark starts, so that all of them (and only them) end."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, **kwargs)
-        self._procs.append(proc)
-        return proc
-
-    def end(self, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; the exit code."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        with contextlib.suppress(ValueError):
-            self._procs.remove(proc)
-        return proc.returncode
-
-    def end_all(self) -> None:
-        for proc in list(self._procs):
-            self.end(proc, timeout=10.0)
-
-
-@contextlib.contextmanager
-def busy_loop(children: Children, python: str, enabled: bool) -> Iterator[None]:
-    """A Python process spinning on the other core while the block runs (if ``enabled``)."""
-    if not enabled:
-        yield
-        return
-    proc = children.spawn([python, "-c", "while True: pass"], preexec_fn=pinned_to(BUSY_CORE))
-    try:
-        yield
-    finally:
-        children.end(proc, timeout=5.0)
-
-
-class Broker:
-    """The private mosquitto of this invocation, quiet, with $SYS counters every second."""
-
-    def __init__(self) -> None:
-        self.mosquitto = Mosquitto(extra_config=["sys_interval 1"])
-        # The helper logs every packet (log_type all), for tests; at 1,000 messages a
-        # second that is mosquitto writing 2,000 lines a second. Errors and warnings only.
-        config = self.mosquitto.config_path
-        config.write_text(
-            config.read_text().replace("log_type all\n", "log_type error\nlog_type warning\n")
-        )
-        self.mosquitto.start()
-        self.host, self.port = self.mosquitto.host, self.mosquitto.port
-        self.observer = Observer(self.host, self.port, [SYS_RECEIVED], client_id="bench-sys")
-        process = getattr(self.mosquitto, "_process", None)
-        self.pid: int | None = getattr(process, "pid", None)
-
-    def received(self, stable: float = 2.5, timeout: float = 10.0) -> int | None:
-        """The broker's count of MQTT packets received, once it has stopped changing.
-
-        mosquitto refreshes ``$SYS`` every second (``sys_interval 1``) and only when a value
-        changed, so the latest message may be a second old: wait until no new value came
-        for ``stable`` seconds (at most ``timeout``). The observer's own PINGREQ (every
-        5 s) still counts, one or two a run.
-        """
-        deadline = time.monotonic() + timeout
-        last: bytes | None = None
-        since = time.monotonic()
-        while time.monotonic() < deadline:
-            messages = self.observer.messages(SYS_RECEIVED)
-            value = messages[-1].payload if messages else None
-            if value != last:
-                last, since = value, time.monotonic()
-            elif time.monotonic() - since >= stable:
-                break
-            time.sleep(0.1)
-        try:
-            return int(last) if last is not None else None
-        except ValueError:
-            return None
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.observer.close()
-        self.mosquitto.close()
-
-
 @dataclass
 class Setup:
     """What every run of one invocation shares."""
@@ -547,6 +341,7 @@ class Setup:
     python: str  # the interpreter of agent, baseline and busy loop
     children: Children
     agent_root: Path | None  # None: this checkout, through ``python -m agent``
+    count_packets: bool = True  # ask the broker before and after each run (~5 s a run)
 
 
 def command_for(
@@ -584,20 +379,6 @@ def command_for(
     if job.tracemalloc:
         cmd.append(f"--tracemalloc={folder / 'tracemalloc.json'}")
     return cmd, dict(os.environ)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def warnings_in(path: Path) -> list[str]:
@@ -669,7 +450,7 @@ def measure(impl: str, job: Job, folder: Path, setup: Setup) -> Run:
     """One run of one implementation: start, warm up, measure the window, stop, analyse."""
     run = Run(job, impl, load_before=load_average())
     broker, children = setup.broker, setup.children
-    packets_before = broker.received()
+    packets_before = broker.received() if setup.count_packets else None
     spawned = time.monotonic()
     proc, log_path = start_run(impl, job, folder, setup)
     try:
@@ -745,19 +526,13 @@ def measure(impl: str, job: Job, folder: Path, setup: Setup) -> Run:
     run.own_counters = result.get("own_counters")
     run.agent_file = result.get("agent_file")
     run.log_warnings = warnings_in(log_path)
-    packets_after = broker.received()
+    packets_after = broker.received() if setup.count_packets else None
     if packets_before is not None and packets_after is not None:
         run.packets = packets_after - packets_before
     return run
 
 
 # -- profiling ------------------------------------------------------------------------------
-
-
-def py_spy() -> str | None:
-    """py-spy next to the running Python (a venv's bin/), else on PATH."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 BLOCKING = (
@@ -1156,6 +931,267 @@ def footprint_rows(runs: Sequence[Run]) -> str:
     return "\n".join(rows) + "\n"
 
 
+# -- the suite's scenarios (python -m bench) ------------------------------------------------
+
+
+class RunsFailed(RuntimeError):
+    """A scenario some of whose runs failed. It still carries the figures of the runs that
+    worked (``figures``): ``python -m bench`` prints them, and fails the invocation."""
+
+    def __init__(self, message: str, figures: list[Figure]) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
+def suite_setup(options: Options) -> Setup:
+    """The suite's broker, interpreter and children, this checkout's agent. No packet counts:
+    asking the broker before and after a run costs ~5 s a run, and whether every message
+    arrives is the throughput scenario's question."""
+    return Setup(options.broker, options.python, options.children, None, count_packets=False)
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def rounds_of(job: Job, options: Options, setup: Setup, folder: Path) -> dict[str, list[Run]]:
+    """``options.rounds`` runs of ``job`` for each implementation, alternately: the agent
+    first in odd rounds, the baseline first in even ones, so that a slow spell of the shared
+    machine, or whatever the first run of a pair leaves warm, does not always fall on the
+    same side. With ``busy_other_core`` the busy loop spins through both runs of a round."""
+    runs: dict[str, list[Run]] = {"agent": [], "baseline": []}
+    for rnd in range(options.rounds):
+        order = ("agent", "baseline") if rnd % 2 == 0 else ("baseline", "agent")
+        with busy_loop(setup.children, setup.python, job.busy_other_core):
+            for impl in order:
+                where = folder / f"{slug(job.label)}-r{rnd + 1}-{impl}"
+                run = measure_safely(impl, job, where, setup)
+                runs[impl].append(run)
+                print_progress(run, f"  round {rnd + 1}: ")
+    return runs
+
+
+Row = tuple[str, str, Callable[[Run], float], Target | None]
+"""A row of a scenario: name, unit, the value of a run, the target."""
+
+
+def figure(
+    scenario: str,
+    name: str,
+    unit: str,
+    value: Callable[[Run], float],
+    target: Target | None,
+    runs: dict[str, list[Run]],
+) -> Figure:
+    """One row: ``value`` of each round's run, NaN for a run that did not work (its status
+    goes into the note)."""
+    trouble = [
+        f"round {i + 1} {impl}: {run.status[:100]}"
+        for impl in ("agent", "baseline")
+        for i, run in enumerate(runs[impl])
+        if not run.ok
+    ]
+    return Figure(
+        scenario,
+        name,
+        unit,
+        agent=[float(value(r)) if r.ok else math.nan for r in runs["agent"]],
+        baseline=[float(value(r)) if r.ok else math.nan for r in runs["baseline"]],
+        target=target,
+        note="; ".join(trouble),
+    )
+
+
+def raise_if_failed(scenario: str, runs: Iterable[Run], figures: list[Figure]) -> None:
+    """Fail the scenario if a run failed ("not available" — a feature the agent lacks — is a
+    figure's note, not a failure)."""
+    failed = [r for r in runs if r.status.startswith("failed")]
+    if failed:
+        text = "; ".join(f"{r.job.label} / {r.impl}: {r.status[:300]}" for r in failed)
+        raise RunsFailed(f"{len(failed)} run(s) of {scenario} failed: {text}", figures)
+
+
+def ticks_off(run: Run) -> float:
+    """How far a device's ticks in the window are from ``duration / interval``, at worst."""
+    expected = run.job.expected_ticks
+    m = run.metrics
+    return max(abs(m.ticks_min - expected), abs(m.ticks_max - expected))
+
+
+def run_cadence(options: Options) -> list[Figure]:
+    """One telemetry device every 100 ms, as is and with the other core busy.
+
+    Each job runs ``options.rounds`` times for agent and baseline, alternately (see
+    :func:`rounds_of`); a window of 10 s (quick: 1 s, after a settle of 0.5 s instead of
+    2 s). With the other core busy, the measured process is pinned to core 0 while a second
+    Python process spins pinned to core 1, through both runs of a round. Rows, per job, one
+    value per round (the table shows the median over rounds):
+
+    * ``|ticks − N|`` — ticks in the window against ``N = duration / interval``; target ≤ 1;
+    * ``skipped ticks`` — counted from the gaps (module docstring); target 0;
+    * ``p99 |jitter|`` — anchored at the device's median phase; target ≤ 2 ms;
+    * ``CPU`` — % of one core over the window, summed over the process's threads from
+      schedstat (:attr:`Run.cpu_threads_pct`: at 1 % of a core, utime + stime in 10 ms
+      ticks would be too coarse); no target (one device's CPU is small either way; the
+      ratio says what the framework costs around it).
+    """
+    setup = suite_setup(options)
+    quick = options.quick
+    base = Job(
+        "single",
+        "1 device @ 100 ms",
+        1,
+        0.1,
+        1.0 if quick else 10.0,
+        settle_s=0.5 if quick else None,
+    )
+    jobs = [base, replace(base, label="1 device @ 100 ms, other core busy", busy_other_core=True)]
+    figures: list[Figure] = []
+    every: list[Run] = []
+    for job in jobs:
+        if job.busy_other_core and (os.cpu_count() or 1) < 2:
+            print(f"  skipped {job.label}: needs 2 CPUs")
+            continue
+        runs = rounds_of(job, options, setup, options.workdir / "cadence")
+        every += runs["agent"] + runs["baseline"]
+        n = job.expected_ticks
+        rows: list[Row] = [
+            (f"|ticks − {n}|", "ticks", ticks_off, Target("max", 1)),
+            ("skipped ticks", "ticks", lambda r: r.metrics.skipped, Target("max", 0)),
+            ("p99 |jitter|", "ms", lambda r: r.metrics.jitter_p99_ms, Target("max", 2.0)),
+            ("CPU", "% of a core", lambda r: r.cpu_threads_pct, None),
+        ]
+        figures += [figure("cadence", f"{job.label}: {name}", *rest, runs) for name, *rest in rows]
+    raise_if_failed("cadence", every, figures)
+    return figures
+
+
+SWEEP_COUNTS = (0, 10, 100, 300)
+"""Device counts of the full sweep, below the scale job's 1,000 (which is the last point)."""
+
+
+def run_scale(options: Options) -> list[Figure]:
+    """Many telemetry devices: 1,000 at 1 s, ungrouped and in 10 groups, then a sweep of RSS
+    and CPU against the device count.
+
+    Full mode: 1,000 devices every 1 s, a window of 10 s (10,000 ticks a run) after the
+    usual 3 s settle; quick mode: 50 devices every 0.5 s, a window of 1.5 s after 1 s. Each
+    of the two jobs runs ``options.rounds`` times for agent and baseline, alternately (the
+    grouped baseline: one thread per group calling its devices one after the other). Rows,
+    per job, one value per round:
+
+    * ``CPU`` — utime + stime over the window, % of one core; target ≤ 2× the baseline's;
+    * ``RSS (VmHWM)`` — the kernel's high-water mark of the whole run at the window's end,
+      MB; target ≤ 40 MB;
+    * ``threads`` — the most /proc/PID/status showed during the window;
+    * ``skipped ticks`` (target 0), ``max |drift|`` and ``p99 |jitter|`` (targets ≤ 15 ms),
+      as the module docstring defines them.
+
+    The sweep runs 0, 10, 100 and 300 devices (quick: 0) at the same interval, once for
+    each implementation (one round: it draws a curve, the table's figures come from the
+    jobs above), a 5 s window after 1.5 s (quick: 1 s after 0.5 s); the ungrouped job's
+    medians are its last point. ``options.raw`` gets ``scale.sweep.rss_mb.<impl>`` and
+    ``scale.sweep.cpu_pct.<impl>``: ``[devices, value]`` pairs, VmRSS at the window's end
+    (the steady state, without the start-up's peak) and CPU over the window, for the plot
+    "RSS and CPU against device count". Two more rows come from it: ``RSS with 0 devices``
+    (what the runtime and its imports cost) and ``RSS per device`` — ``(RSS(N) − RSS(0)) /
+    N`` in kB, N the ungrouped job's count: what one more device costs.
+    """
+    setup = suite_setup(options)
+    quick = options.quick
+    n = 50 if quick else 1000
+    interval = 0.5 if quick else 1.0
+    many = Job(
+        "many",
+        f"{n:,} devices @ {interval:g} s",
+        n,
+        interval,
+        1.5 if quick else 10.0,
+        settle_s=1.0 if quick else None,
+    )
+    grouped = replace(many, label=f"{many.label}, 10 groups", groups=10)
+    figures: list[Figure] = []
+    every: list[Run] = []
+    medians: dict[str, tuple[float, float]] = {}  # the ungrouped job's RSS and CPU, per impl
+    for job in (many, grouped):
+        runs = rounds_of(job, options, setup, options.workdir / "scale")
+        every += runs["agent"] + runs["baseline"]
+        if job.groups == 0:
+            for impl, those in runs.items():
+                ok = [r for r in those if r.ok]
+                medians[impl] = (
+                    median([r.rss_end_mb for r in ok]),
+                    median([r.cpu_pct for r in ok]),
+                )
+        rows: list[Row] = [
+            ("CPU", "% of a core", lambda r: r.cpu_pct, Target("ratio_max", 2.0)),
+            ("RSS (VmHWM)", "MB", lambda r: r.hwm_mb, Target("max", 40.0)),
+            ("threads", "threads", lambda r: r.threads, None),
+            ("skipped ticks", "ticks", lambda r: r.metrics.skipped, Target("max", 0)),
+            ("max |drift|", "ms", lambda r: r.metrics.drift_max_ms, Target("max", 15.0)),
+            ("p99 |jitter|", "ms", lambda r: r.metrics.jitter_p99_ms, Target("max", 15.0)),
+        ]
+        figures += [figure("scale", f"{job.label}: {name}", *rest, runs) for name, *rest in rows]
+    sweep = sweep_runs((0,) if quick else SWEEP_COUNTS, interval, options, setup)
+    every += [run for pair in sweep for run in pair.values()]
+    for impl in ("agent", "baseline"):
+        points = [(p[impl].job.devices, p[impl]) for p in sweep if p[impl].ok]
+        rss = [[float(d), r.rss_end_mb] for d, r in points]
+        cpu = [[float(d), r.cpu_pct] for d, r in points]
+        if impl in medians:
+            rss.append([float(n), medians[impl][0]])
+            cpu.append([float(n), medians[impl][1]])
+        options.raw[f"scale.sweep.rss_mb.{impl}"] = rss
+        options.raw[f"scale.sweep.cpu_pct.{impl}"] = cpu
+    zero = {
+        impl: next((p[impl].rss_end_mb for p in sweep if p[impl].job.devices == 0), math.nan)
+        for impl in ("agent", "baseline")
+    }
+    figures.append(
+        Figure("scale", "RSS with 0 devices (VmRSS)", "MB", [zero["agent"]], [zero["baseline"]])
+    )
+    per_device = {
+        impl: (medians.get(impl, (math.nan,))[0] - zero[impl]) * 1024 / n
+        for impl in ("agent", "baseline")
+    }
+    figures.append(
+        Figure(
+            "scale",
+            f"RSS per device, 0 → {n:,} devices (VmRSS)",
+            "kB",
+            [per_device["agent"]],
+            [per_device["baseline"]],
+        )
+    )
+    raise_if_failed("scale", every, figures)
+    return figures
+
+
+def sweep_runs(
+    counts: Sequence[int], interval: float, options: Options, setup: Setup
+) -> list[dict[str, Run]]:
+    """One run per implementation for each device count, alternating which goes first."""
+    quick = options.quick
+    out: list[dict[str, Run]] = []
+    for i, count in enumerate(counts):
+        job = Job(
+            "footprint",
+            f"{count:,} devices @ {interval:g} s (sweep)",
+            count,
+            interval,
+            1.0 if quick else 5.0,
+            settle_s=0.5 if quick else 1.5,
+        )
+        order = ("agent", "baseline") if i % 2 == 0 else ("baseline", "agent")
+        pair: dict[str, Run] = {}
+        for impl in order:
+            where = options.workdir / "scale" / f"{slug(job.label)}-{impl}"
+            pair[impl] = measure_safely(impl, job, where, setup)
+            print_progress(pair[impl], "  sweep: ")
+        out.append(pair)
+    return out
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1303,27 +1339,37 @@ def run_pairs(
             done: dict[str, Run] = {}
             with busy_loop(setup.children, setup.python, job.busy_other_core):
                 for impl in order:
-                    folder = workdir / f"{len(runs):02d}-{impl}"
-                    try:
-                        run = measure(impl, job, folder, setup)
-                    except Exception as exc:  # one broken run must not lose the others
-                        run = Run(job, impl, status=f"failed: {type(exc).__name__}: {exc}")
+                    run = measure_safely(impl, job, workdir / f"{len(runs):02d}-{impl}", setup)
                     runs.append(run)
                     done[impl] = run
-                    print(
-                        f"{job.label} / {impl}: {run.status}, "
-                        f"ticks {run.metrics.ticks_min}–{run.metrics.ticks_max}, "
-                        f"p99 {fmt(run.metrics.jitter_p99_ms, 2)} ms, "
-                        f"CPU {fmt(run.cpu_pct)} %, HWM {fmt(run.hwm_mb)} MB",
-                        flush=True,
-                    )
-                    for note in run.notes:
-                        print(f"    note: {note}")
-                    for line in run.log_warnings[:3]:
-                        print(f"    log: {line}")
-                    if len(run.log_warnings) > 3:
-                        print(f"    log: ... {len(run.log_warnings)} such lines")
+                    print_progress(run)
             pairs.append((done["agent"], done["baseline"]))
+
+
+def measure_safely(impl: str, job: Job, folder: Path, setup: Setup) -> Run:
+    """:func:`measure`, with an exception turned into a failed run: one broken run must not
+    lose the others."""
+    try:
+        return measure(impl, job, folder, setup)
+    except Exception as exc:
+        return Run(job, impl, status=f"failed: {type(exc).__name__}: {exc}")
+
+
+def print_progress(run: Run, prefix: str = "") -> None:
+    """One line as a run ends, and its notes and first log warnings under it."""
+    print(
+        f"{prefix}{run.job.label} / {run.impl}: {run.status}, "
+        f"ticks {run.metrics.ticks_min}–{run.metrics.ticks_max}, "
+        f"p99 {fmt(run.metrics.jitter_p99_ms, 2)} ms, "
+        f"CPU {fmt(run.cpu_pct)} %, HWM {fmt(run.hwm_mb)} MB",
+        flush=True,
+    )
+    for note in run.notes:
+        print(f"    note: {note}")
+    for line in run.log_warnings[:3]:
+        print(f"    log: {line}")
+    if len(run.log_warnings) > 3:
+        print(f"    log: ... {len(run.log_warnings)} such lines")
 
 
 def print_report(runs: Sequence[Run], pairs: Sequence[tuple[Run, Run]]) -> None:

@@ -376,7 +376,7 @@ def test_describe_exits_78_with_one_line_for_config_errors(
     assert "no module named 'no_such_app_module'" in one_config_error_line(capsys, "agent", config)
     # No --config: the daemon's default file, /etc/agent.toml, as for a run.
     default = config.parent / "etc-agent.toml"
-    monkeypatch.setattr("agent.daemon.config.DEFAULT_CONFIG", str(default))
+    monkeypatch.setattr("agent.daemon.DEFAULT_CONFIG", str(default))
     for argv in (["describe"], []):
         assert main(argv) == 78
         err = capsys.readouterr().err.strip().splitlines()

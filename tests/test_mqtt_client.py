@@ -704,3 +704,41 @@ def test_a_refused_certificate_gets_the_hint_that_fits(reason: str, hint: str) -
     from agent.mqtt.paho import _with_hint
 
     assert hint in _with_hint(reason).split(" — ", 1)[1]
+
+
+@pytest.mark.parametrize("qos", [1, 0])
+def test_a_burst_far_beyond_the_outbox_loses_nothing_while_connected(
+    tmp_path: Path, clients: list[MqttClient], qos: int
+) -> None:
+    # A broker that queues far more than the burst: whatever is lost here, agent lost.
+    with Mosquitto(["max_queued_messages 1000000"], directory=tmp_path) as server:
+        watcher = Observer(server.host, server.port, ["t/burst"], client_id="burst-watch")
+        try:
+            client, _, _ = started(clients, settings_for(server, offline_buffer_size=50))
+            count = 3000
+            for i in range(count):  # 60x the outbox: the publisher waits for room instead
+                client.publish("t/burst", str(i), qos=qos)
+            eventually(lambda: len(watcher.messages("t/burst")) >= count, timeout=30)
+            got = [int(m.payload) for m in watcher.messages("t/burst")]
+            assert got == list(range(count))  # all of them, in order, once
+            assert client.stats()["dropped"] == 0
+        finally:
+            watcher.close()
+
+
+def test_a_publisher_waiting_for_room_drops_the_oldest_once_the_link_is_gone() -> None:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1, offline_buffer_size=3))
+    fake = FakePaho()
+    client._paho = fake  # type: ignore[assignment]
+    client._on_connect(fake, None, {"session present": 1}, 0)
+    for i in range(WINDOW + 3):  # the window in paho's hands, the outbox full
+        client.publish("t/e", f"e{i}")
+    waiting = threading.Thread(target=client.publish, args=("t/e", "late"), name="publisher")
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive()  # connected: it waits for room, nothing is dropped
+    assert client.stats()["dropped"] == 0
+    client._on_disconnect(fake, None, None, 7, None)
+    waiting.join(5)
+    assert not waiting.is_alive()  # the link is gone: no point waiting, the oldest goes
+    assert client.stats()["dropped"] == 1

@@ -137,8 +137,9 @@ def run_ten_seconds(step: timedelta | None) -> TenSeconds:
     """Run a 1 s telemetry device with ``Every(seconds=3)`` and a 1 s heartbeat for ten
     fake seconds, stepping the wall clock after five (while every thread waits) if asked.
 
-    One telemetry device only: the runtime spreads the phases of several devices over their
-    interval, and this one (the only one) keeps phase 0, so its cycles fall on whole seconds.
+    One telemetry device only: the runtime spreads the phases of many devices (more than
+    WORKERS_PER_SLOT) over their interval; this one keeps phase 0, so its cycles fall on whole
+    seconds.
     """
     app = App("demo", heartbeat_interval=1)
     cadence: list[float] = []

@@ -75,7 +75,7 @@ def _place(problem: ConfigError) -> tuple[int, int]:
 
 
 def build_check_parser(prog: str = "agent") -> argparse.ArgumentParser:
-    from agent.daemon.config import DEFAULT_CONFIG
+    from agent.daemon import DEFAULT_CONFIG
 
     parser = argparse.ArgumentParser(
         prog=f"{prog} check",

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
+from agent.daemon import DEFAULT_CONFIG  # defined with the (light) package
 from agent.daemon.builtins import BUILTINS
 from agent.daemon.filters import FILTER_KINDS
 from agent.daemon.homeassistant import HomeAssistantSettings
@@ -58,8 +59,6 @@ __all__ = [
     "check_config",
     "load_config",
 ]
-
-DEFAULT_CONFIG = "/etc/agent.toml"
 
 
 _STATE_DIR = "/var/lib/agent"

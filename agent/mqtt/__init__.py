@@ -1,14 +1,14 @@
 """MQTT behind small ports: the Protocols, the paho adapter and the test doubles.
 
-``MqttClient`` is imported lazily so that code which only needs the ports or the fakes
-(unit tests, ``NullMqttClient`` runs) does not load paho.
+``MqttClient`` and the fakes are imported lazily: code which only needs the ports or the
+fakes (unit tests, ``NullMqttClient`` runs) does not load paho, and a run does not load the
+fakes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.mqtt.fakes import MockMqttClient, NullMqttClient
 from agent.mqtt.port import (
     ConnectCallback,
     MessageCallback,
@@ -20,6 +20,7 @@ from agent.mqtt.port import (
 )
 
 if TYPE_CHECKING:
+    from agent.mqtt.fakes import MockMqttClient, NullMqttClient
     from agent.mqtt.paho import MqttClient
 
 __all__ = [
@@ -41,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from agent.mqtt.paho import MqttClient
 
         return MqttClient
+    if name in ("MockMqttClient", "NullMqttClient"):
+        from agent.mqtt import fakes
+
+        return getattr(fakes, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

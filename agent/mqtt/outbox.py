@@ -84,6 +84,24 @@ class Outbox:
         else:
             self._events.appendleft(message)
 
+    def peek(self, held: Container[str] = ()) -> Outgoing | None:
+        """The message :meth:`take` would return, left in place."""
+        for topic, message in self._retained.items():
+            if topic not in held:
+                return message
+        for message in self._events:
+            if message.topic not in held:
+                return message
+        return None
+
+    def events_full(self) -> bool:
+        """True when the event lane is at capacity: the next event would push one out."""
+        return len(self._events) >= self._capacity
+
+    def events_below(self, fraction: float) -> bool:
+        """True when the event lane holds at most ``fraction`` of its capacity."""
+        return len(self._events) <= self._capacity * fraction
+
     def take(self, held: Container[str] = ()) -> Outgoing | None:
         """Remove and return the next message whose topic is not ``held``, or None."""
         for topic in self._retained:

@@ -9,15 +9,20 @@ How it behaves:
 * ``start()`` returns at once. paho's own network thread (renamed ``mqtt-network``)
   connects in the background and retries forever with capped exponential backoff, also
   when the broker is down, the host name does not resolve or the network is not up yet.
-* ``publish()`` never blocks and never hands paho more than :data:`WINDOW` messages at a
-  time (QoS 1 messages not yet acknowledged, QoS 0 ones not yet written). Everything else
-  waits in a bounded :class:`~agent.mqtt.outbox.Outbox`: retained messages (states,
-  availability, heartbeat) latest-per-topic and always first, other messages (error
-  reports, events) in order behind them. So memory stays bounded whatever a flood does,
-  and an error storm can never delay or push out a state (ADR-006). As the broker
-  acknowledges, the next messages are handed over, on the network thread.
-* While disconnected the outbox simply keeps filling (within its bounds). After a
-  reconnect: subscriptions are restored, the connect callbacks run, then the outbox drains.
+* ``publish()`` never hands paho more than :data:`WINDOW` QoS 1 messages not yet
+  acknowledged and :data:`WINDOW_QOS0` QoS 0 ones not yet written. Everything else waits in
+  a bounded :class:`~agent.mqtt.outbox.Outbox`: retained messages (states, availability,
+  heartbeat) latest-per-topic and always first, other messages (error reports, events) in
+  order behind them. So memory stays bounded whatever a flood does, and an error storm can
+  never delay or push out a state (ADR-006). As the broker acknowledges, the next messages
+  are handed over, on the network thread.
+* Backpressure, not loss, while the link is up: a thread publishing events faster than the
+  broker takes them waits (up to :data:`BACKPRESSURE_WAIT`) for room in the full event
+  lane, as a blocking socket would, instead of pushing out the oldest event. Only paho's
+  network thread never waits (it is the one that makes room), and nobody waits while the
+  link is down: then the outbox keeps filling within its bounds, dropping the oldest event
+  (ADR-012). After a reconnect: subscriptions are restored, the connect callbacks run, then
+  the outbox drains.
 * paho re-sends QoS 1 messages that were unacknowledged when the link died *after* our
   connect handler returns. A newer message for the same topic is therefore held back until
   the old one is acknowledged, so the broker never ends up retaining the stale one.
@@ -32,12 +37,13 @@ How it behaves:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -61,8 +67,21 @@ SESSION_EXPIRY_SECONDS = 3600
 NETWORK_THREAD_NAME = "mqtt-network"
 
 WINDOW = 20
-"""At most this many messages are in paho's hands at once (paho's own in-flight limit for
-QoS 1, and mosquitto's default receive maximum), so paho's queue never grows."""
+"""At most this many QoS > 0 messages are in paho's hands at once (paho's own in-flight
+limit for QoS 1, and mosquitto's default receive maximum), so paho's queue never grows."""
+
+WINDOW_QOS0 = 256
+"""At most this many QoS 0 messages are in paho's hands at once (handed over, not yet
+written to the socket). Larger than :data:`WINDOW`: nothing waits for the broker here, only
+for paho's network thread to write, and a window of 20 would make a QoS 0 stream pay a
+thread hand-off every 20 messages. Still bounded, and small against the outbox."""
+
+BACKPRESSURE_WAIT = 5.0
+"""How long ``publish`` waits for room in a full event lane while the link is up (s)."""
+
+LOW_WATER = 0.5
+"""A publisher waiting for room is woken when the event lane is down to this fraction of
+its capacity: one wake per half a lane, not one per acknowledgement."""
 
 _EARLY_ACK_LIMIT = 1024
 
@@ -82,6 +101,92 @@ class _PahoClient(mqtt.Client):
     last_io_error: BaseException | None = None
     before_connect: Callable[[], None] | None = None
     last_loop = 0.0  # time.monotonic() when the network loop last came round (watchdog)
+    direct_write = False  # see write_now(); plain TCP only
+    on_ack: Callable[[int], None] | None = None  # a QoS > 0 message was acknowledged
+    after_write: Callable[[], None] | None = None  # the network thread wrote packets
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- writing from the publishing thread (ADR-012) -------------------------------------
+    #
+    # paho writes only on its network thread: a publish from another thread queues the
+    # packet and wakes that thread through a socket pair, which costs two thread switches
+    # (about 130 us here) between a handler's publish and the bytes on the wire, and a wake
+    # of the network thread for every message. With direct_write, a publish that MqttClient
+    # hands over from a device thread only queues the packet; write_now() then writes the
+    # queue on the calling thread. One lock serialises every write (the network thread's
+    # too), so packets go out whole and in order; reconnect() holds it, so nothing is
+    # written on a socket being replaced. Never with TLS: an SSL socket must not be written
+    # on one thread while another reads it.
+
+    def deferring(self) -> bool:
+        """True on a thread that MqttClient is handing messages over on (it calls
+        write_now() afterwards)."""
+        return bool(getattr(self._local, "defer", False))
+
+    def set_deferring(self, on: bool) -> None:
+        self._local.defer = on
+
+    def _packet_queue(self, command: Any, packet: Any, mid: Any, qos: Any, info: Any = None) -> Any:
+        if not self.deferring() or (command & 0xF0) != mqtt.PUBLISH:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        # paho's own queueing, without the wake of the network thread: write_now() follows.
+        self._out_packet.append(
+            {"command": command, "mid": mid, "qos": qos, "pos": 0,
+             "to_process": len(packet), "packet": packet, "info": info}
+        )  # fmt: skip
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def _do_on_publish(self, mid: int, *args: Any) -> Any:
+        # Instead of paho's on_publish callback: that one also runs for every QoS 0 packet
+        # written, and paho 2.x builds a ReasonCode and a Properties object for each (half
+        # the cost of a QoS 0 publish). Here only acknowledgements call back, after paho's
+        # own bookkeeping (the message is published, its in-flight slot free).
+        rc = super()._do_on_publish(mid, *args)
+        if self.on_ack is not None:
+            try:
+                self.on_ack(mid)
+            except Exception:  # never into paho's loop
+                logger.exception("MQTT acknowledgement handling failed")
+        return rc
+
+    def _packet_write(self) -> Any:
+        if not self.direct_write:
+            rc = super()._packet_write()
+        else:
+            with self._write_lock:
+                rc = super()._packet_write()
+        if self.after_write is not None:
+            try:
+                self.after_write()
+            except Exception:
+                logger.exception("MQTT after-write handling failed")
+        return rc
+
+    def write_now(self) -> None:
+        """Write what is queued, on this thread; if another thread is writing (or the socket
+        is busy), wake the network thread to finish instead. Never raises."""
+        if not self._out_packet or getattr(self._local, "writing", False):
+            return  # nothing to do, or this thread's write loop is already draining it
+        if self._sock is not None and self._write_lock.acquire(blocking=False):
+            self._local.writing = True
+            try:
+                super()._packet_write()  # errors leave the packet queued for the loop
+            except Exception as exc:  # never into a device thread
+                logger.debug("MQTT direct write failed, left to the network thread: %r", exc)
+            finally:
+                self._local.writing = False
+                self._write_lock.release()
+            if not self._out_packet:
+                return
+        wake = getattr(self, "_sockpairW", None)
+        if wake is not None:
+            # full (the loop is waking anyway) or closed (stopping): nothing to do
+            with contextlib.suppress(OSError):
+                wake.send(b"0")
 
     def loop_misc(self) -> Any:
         # paho's loop calls this once per round (at least every second while connected).
@@ -95,7 +200,8 @@ class _PahoClient(mqtt.Client):
         if self.before_connect is not None:
             self.before_connect()
         try:
-            return super().reconnect()
+            with self._write_lock:  # no direct write on the socket being replaced
+                return super().reconnect()
         except Exception as exc:
             self.last_connect_error = exc
             raise
@@ -275,6 +381,11 @@ def _protocol(name: str) -> int:
     raise ValueError(f"unsupported MQTT protocol {name!r}: use '3.1.1' or '5'")
 
 
+def _written(info: Any) -> bool:
+    is_published = getattr(info, "is_published", None)
+    return is_published() if callable(is_published) else True
+
+
 def _validate_topic(topic: str) -> None:
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
         raise ValueError(f"invalid publish topic {topic!r}")
@@ -316,7 +427,11 @@ class MqttClient:
         # One condition guards all state below; flush() waits on it. It is never held
         # while calling into paho: paho calls on_publish holding its own lock, so the
         # opposite order would deadlock.
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
+        # Publishers waiting for room in the event lane wait here, on the same lock, and are
+        # woken only when the lane has drained to LOW_WATER (not at every acknowledgement).
+        self._room = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]
+        self._room_waiters = 0
         self._paho: _PahoClient | None = None
         self._started = False
         self._stopping = False
@@ -331,6 +446,13 @@ class MqttClient:
         self._connections = 0
         self._pending: dict[int, Outgoing] = {}  # mid -> message in paho's hands
         self._handing = 0  # messages being handed to paho right now (mid not known yet)
+        # Window slots taken, [QoS 0, QoS > 0]: messages pending or being handed over.
+        self._in_paho = [0, 0]
+        self._handing_qos0 = 0
+        # QoS 0 messages handed over and maybe not written yet, oldest first: paho calls
+        # nothing back for them (see _PahoClient._do_on_publish); their MQTTMessageInfo
+        # says when they are written, in order.
+        self._qos0_infos: deque[Any] = deque()
         self._pumping = False  # one thread at a time moves the outbox into paho
         self._early_acks: OrderedDict[int, None] = OrderedDict()
         self._stale: dict[int, str] = {}  # unacked mids from an earlier connection -> topic
@@ -352,8 +474,15 @@ class MqttClient:
                 f"payload for {topic} is {len(data)} bytes, over max_payload_bytes="
                 f"{self._settings.max_payload_bytes}"
             )
+        message = Outgoing(topic, data, qos, bool(retain))
         with self._cond:
-            dropped = self._outbox.put(Outgoing(topic, data, qos, bool(retain)))
+            if not retain and self._outbox.events_full() and self._may_wait():
+                self._room_waiters += 1
+                try:
+                    self._room.wait_for(self._room_or_no_link, BACKPRESSURE_WAIT)
+                finally:
+                    self._room_waiters -= 1
+            dropped = self._outbox.put(message)
             if dropped is not None:
                 self._dropped += 1
                 self._dropped_total += 1
@@ -370,6 +499,21 @@ class MqttClient:
                 dropped.topic,
                 count,
             )
+
+    def _may_wait(self) -> bool:
+        """Whether this publisher may wait for room: the link is up, we are not stopping,
+        and this is not paho's network thread (which makes the room). Lock held."""
+        if not self._connected or self._stopping:
+            return False
+        thread = getattr(self._paho, "_thread", None)
+        return thread is None or thread is not threading.current_thread()
+
+    def _room_or_no_link(self) -> bool:
+        return not self._outbox.events_full() or not self._connected or self._stopping
+
+    def _wake_publishers_locked(self, always: bool = False) -> None:
+        if self._room_waiters and (always or self._outbox.events_below(LOW_WATER)):
+            self._room.notify_all()
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now if connected; always restored after every reconnect."""
@@ -483,6 +627,7 @@ class MqttClient:
                 return
             self._stopping = True
             client = self._paho
+            self._wake_publishers_locked(always=True)
         assert client is not None
         deadline = time.monotonic() + timeout
         if self.connected and not self.flush(timeout / 2):
@@ -519,7 +664,8 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
-        client.on_publish = self._on_publish
+        client.on_ack = lambda mid: self._on_publish(client, None, mid)
+        client.after_write = self._after_write
         client.on_socket_open = self._on_socket_open
         if self._will is not None:
             w = self._will
@@ -531,6 +677,7 @@ class MqttClient:
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)
         client.max_inflight_messages_set(WINDOW)
         client.before_connect = self._before_attempt
+        client.direct_write = not s.tls
         return client
 
     def _before_attempt(self) -> None:
@@ -613,8 +760,9 @@ class MqttClient:
             was_up = self._session_up
             self._connected = False
             self._session_up = False
-            # paho drops unsent QoS 0 packets on reconnect and never acks them.
-            self._pending = {mid: m for mid, m in self._pending.items() if m.qos > 0}
+            # paho drops unsent QoS 0 packets on reconnect: they will never be written.
+            self._qos0_infos.clear()
+            self._in_paho[0] = self._handing_qos0
             stopping = self._stopping
             if not was_up and not stopping:
                 # The link dropped after TCP (and TLS) but before the CONNACK.
@@ -624,6 +772,7 @@ class MqttClient:
                               f"({_disconnect_text(rc)})")
                 )  # fmt: skip
             self._cond.notify_all()
+            self._wake_publishers_locked(always=True)  # no waiting for room while away
         if stopping:
             logger.info("MQTT disconnected from %s", self._address)
         elif was_up:
@@ -651,18 +800,24 @@ class MqttClient:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
         with self._cond:
-            if self._pending.pop(mid, None) is None:
+            message = self._pending.pop(mid, None)
+            if message is None:
                 # The ack beat _hand_over() to recording the mid (paho's known race).
                 self._early_acks[mid] = None
                 if len(self._early_acks) > _EARLY_ACK_LIMIT:
                     self._early_acks.popitem(last=False)
-            topic = self._stale.pop(mid, None)
-            if topic is not None:
-                self._stale_topics[topic] -= 1
-                if self._stale_topics[topic] <= 0:
-                    del self._stale_topics[topic]
+            else:
+                self._in_paho[message.qos > 0] -= 1
+            if self._stale:
+                topic = self._stale.pop(mid, None)
+                if topic is not None:
+                    self._stale_topics[topic] -= 1
+                    if self._stale_topics[topic] <= 0:
+                        del self._stale_topics[topic]
             self._cond.notify_all()
-        self._pump()  # a slot in the window is free
+            first = self._claim_locked()  # a slot in the window is free
+        if first is not None:
+            self._pump_from(first)
 
     # -- outbound flow -------------------------------------------------------------------
 
@@ -690,26 +845,69 @@ class MqttClient:
         return message
 
     def _pump_from(self, message: Outgoing | None) -> None:
-        """The pumper's loop: hand ``message`` over, then the next, until none can go."""
-        try:
-            while message is not None:
-                message = self._hand_over(message)
-        finally:
-            if message is not None:  # an exception escaped: let another thread pump
+        """The pumper's loop: hand ``message`` over, then the next, until none can go.
+
+        On a thread other than paho's, with direct writes on, paho only queues what it is
+        handed and the packets are written here, at the end (see ``_PahoClient``)."""
+        client = self._paho
+        direct = (
+            client is not None
+            and getattr(client, "direct_write", False)
+            and not self._stopping
+            and threading.current_thread() is not getattr(client, "_thread", None)
+        )
+        while message is not None:
+            if direct:
+                assert client is not None
+                client.set_deferring(True)
+            try:
+                while message is not None:
+                    message = self._hand_over(message)
+            finally:
+                if direct:
+                    assert client is not None
+                    client.set_deferring(False)
+                    client.write_now()
+                if message is not None:  # an exception escaped: let another thread pump
+                    with self._cond:
+                        self._pumping = False
+                        self._cond.notify_all()
+            if direct:  # written: QoS 0 slots are free again, more may go
                 with self._cond:
-                    self._pumping = False
-                    self._cond.notify_all()
+                    message = self._claim_locked()
+
+    def _reap_qos0_locked(self) -> None:
+        """Free the window slots of QoS 0 messages paho has written. Lock held."""
+        infos = self._qos0_infos
+        while infos and _written(infos[0]):
+            infos.popleft()
+            self._in_paho[0] -= 1
+
+    def _after_write(self) -> None:
+        """On paho's network thread after it wrote: QoS 0 messages waiting for a slot go."""
+        if self._qos0_infos and len(self._outbox):
+            self._pump()
 
     def _next_locked(self) -> Outgoing | None:
         """The next message paho may take now, reserving its window slot; caller holds the
         lock."""
         if not self._connected or self._paho is None:
             return None
-        if len(self._pending) + self._handing >= WINDOW:
+        message = self._outbox.peek(held=self._stale_topics)
+        if message is None:
             return None
-        message = self._outbox.take(held=self._stale_topics)
-        if message is not None:
-            self._handing += 1
+        acknowledged = message.qos > 0
+        if not acknowledged and self._in_paho[0] >= WINDOW_QOS0:
+            self._reap_qos0_locked()
+        if self._in_paho[acknowledged] >= (WINDOW if acknowledged else WINDOW_QOS0):
+            return None  # in order: what follows waits behind it
+        self._outbox.take(held=self._stale_topics)
+        if not message.retain:
+            self._wake_publishers_locked()
+        self._in_paho[acknowledged] += 1
+        self._handing += 1
+        if not acknowledged:
+            self._handing_qos0 += 1
         return message
 
     def _hand_over(self, message: Outgoing) -> Outgoing | None:
@@ -724,8 +922,11 @@ class MqttClient:
             info = client.publish(message.topic, message.payload, message.qos, message.retain)
         except Exception as exc:  # paho refused it outright: report, never kill the caller
             failure = f"{type(exc).__name__}: {exc}"
+        acknowledged = message.qos > 0
         with self._cond:
             self._handing -= 1
+            if not acknowledged:
+                self._handing_qos0 -= 1
             following = None
             if info is not None and (
                 info.rc == mqtt.MQTT_ERR_SUCCESS
@@ -733,14 +934,22 @@ class MqttClient:
             ):
                 # On NO_CONN paho keeps a QoS>0 message in its session and re-sends it after
                 # the reconnect; queueing it again would send it twice.
-                if info.mid in self._early_acks:
+                if not acknowledged:
+                    if self._session_up:
+                        self._qos0_infos.append(info)
+                    else:
+                        self._in_paho[0] -= 1  # paho drops unsent QoS 0 on a disconnect
+                elif info.mid in self._early_acks:
                     del self._early_acks[info.mid]
+                    self._in_paho[1] -= 1
                 else:
                     self._pending[info.mid] = message
                 following = self._next_locked()
             elif info is not None and info.rc == mqtt.MQTT_ERR_NO_CONN:
+                self._in_paho[acknowledged] -= 1
                 self._outbox.put_back(message)  # the link dropped between our check and paho's
             else:
+                self._in_paho[acknowledged] -= 1
                 if info is not None:
                     failure = mqtt.error_string(info.rc)
                 following = self._next_locked()

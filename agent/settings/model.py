@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shlex
 import stat
 from collections.abc import Iterator, Mapping
 from typing import Annotated, ClassVar, Literal, TypeVar
@@ -366,6 +365,8 @@ def _others_can_read(path: pathlib.Path) -> int | None:
 
 
 def _chmod_advice(path: pathlib.Path, what: str, mode: int) -> str:
+    import shlex
+
     quoted = shlex.quote(str(path))
     return (
         f"{path} {what} and other users can read it (mode {mode:04o}): run "

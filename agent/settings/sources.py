@@ -9,7 +9,6 @@ they know the schema.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import pathlib
@@ -35,6 +34,8 @@ __all__ = ["read_toml"]
 
 
 def _suggest(wrong: str, choices: list[str]) -> str:
+    import difflib  # only when something is misspelt
+
     close = difflib.get_close_matches(wrong, choices, n=1, cutoff=0.6)
     return f" (did you mean {json.dumps(close[0])}?)" if close else ""
 

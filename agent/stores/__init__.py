@@ -65,6 +65,8 @@ Everything logs to the one logger ``agent.stores``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from agent.stores.base import ReportsProblems, Store, StoreBase
 from agent.stores.encoding import _check_key as _check_key  # agent.persist uses it
 from agent.stores.encoding import encode
@@ -76,11 +78,12 @@ from agent.stores.errors import (
     UnstorableData,
 )
 from agent.stores.files import DIRECTORY_MODE, FILE_MODE
-from agent.stores.json_file import JsonFileStore
-from agent.stores.json_file import _render as _render  # tests/store_crash_child.py uses it
 from agent.stores.memory import MemoryStore, NullStore
 from agent.stores.problems import ProblemHook, StoreProblem
-from agent.stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from agent.stores.json_file import JsonFileStore
+    from agent.stores.sqlite import SqliteStore
 
 __all__ = [
     "DIRECTORY_MODE",
@@ -101,3 +104,17 @@ __all__ = [
     "UnstorableData",
     "encode",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The file stores are imported when first asked for: a run without a store (or with a
+    # JSON one) never loads sqlite3 and its library.
+    if name in ("JsonFileStore", "_render"):
+        from agent.stores import json_file
+
+        return getattr(json_file, name)
+    if name == "SqliteStore":
+        from agent.stores.sqlite import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
