@@ -1,7 +1,5 @@
 """``python -m agent --config PATH``: the same as the ``agent`` command."""
 
-import sys
+from agent.cli import entry
 
-from agent.cli import main
-
-sys.exit(main())
+entry()

@@ -26,9 +26,8 @@ fleet       bench.fleet:run_fleet          100 agent processes × 10 devices on 
 =========== ============================== ==============================================
 
 Each scenario is a function ``run_xxx(options) -> list[Figure]`` (bench/common.py), imported
-only when its turn comes. A scenario whose module does not exist (yet) is reported as "not
-available yet" and skipped; a module that exists but does not import, or lacks its
-function, is a failure like any other. Within a scenario, agent and baseline run
+only when its turn comes; a module that does not import, or lacks its function, is a
+failure like any other. Within a scenario, agent and baseline run
 alternately, ``--rounds`` times each (default 3; quick 1); each figure holds one value per
 round, and the table shows the medians, their ratio (agent / baseline), and the target.
 
@@ -50,7 +49,6 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib
-import importlib.util
 import os
 import platform
 import shlex
@@ -72,6 +70,7 @@ from bench.common import (
     Children,
     Figure,
     Options,
+    compile_agent,
     cpu_model,
     describe_agent,
     load_average,
@@ -203,6 +202,7 @@ def header(argv: Sequence[str], options: Options) -> dict[str, Any]:
         "mosquitto": mosquitto_version(),
         "mosquitto config": broker.mosquitto.config_path.read_text(),
         "agent": describe_agent(options.agent_root or REPO),
+        "agent bytecode": compile_agent(options.python, options.agent_root or REPO),
         "work folder": str(options.workdir),
     }
 
@@ -220,15 +220,10 @@ def print_header(info: dict[str, Any]) -> None:
 # -- running the scenarios ------------------------------------------------------------------
 
 
-def load(target: str) -> Scenario | None:
-    """The scenario function of ``module:function``; None if the module does not exist.
-
-    Only a missing module means "not written yet": a module that exists but fails to
-    import, or has no such function, raises (it is broken, not absent).
-    """
+def load(target: str) -> Scenario:
+    """The scenario function of ``module:function``; a module that fails to import, or has
+    no such function, raises like a scenario that fails."""
     module_name, _, function = target.partition(":")
-    if importlib.util.find_spec(module_name) is None:
-        return None
     module = importlib.import_module(module_name)
     return getattr(module, function)  # type: ignore[no-any-return]
 
@@ -243,9 +238,6 @@ def run_scenario(
     started = time.monotonic()
     try:
         scenario = load(target)
-        if scenario is None:
-            print(f"  not available yet ({target.partition(':')[0]} does not exist)\n")
-            return
         got = scenario(options)
         if not isinstance(got, list) or not all(isinstance(f, Figure) for f in got):
             raise TypeError(f"{target} returned {type(got).__name__}, not a list of Figure")

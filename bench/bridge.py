@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    from bench.common import Broker, Children
+    from bench.common import Broker, Children, compile_agent
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("bridge", "throughput"))
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
+    print(compile_agent(args.python, REPO))
     children, broker = Children(), Broker()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:

@@ -850,23 +850,31 @@ class MqttClient:
         On a thread other than paho's, with direct writes on, paho only queues what it is
         handed and the packets are written here, at the end (see ``_PahoClient``)."""
         client = self._paho
+        on_network = client is not None and (
+            threading.current_thread() is getattr(client, "_thread", None)
+        )
         direct = (
             client is not None
             and getattr(client, "direct_write", False)
             and not self._stopping
-            and threading.current_thread() is not getattr(client, "_thread", None)
+            and not on_network
         )
+        # On paho's own thread (an acknowledgement freed a slot) nothing needs waking: the
+        # loop writes what is queued on its next round, so the wake is skipped there too.
+        defer = (direct or on_network) and hasattr(client, "set_deferring")
         while message is not None:
-            if direct:
+            if defer:
                 assert client is not None
                 client.set_deferring(True)
             try:
                 while message is not None:
                     message = self._hand_over(message)
             finally:
-                if direct:
+                if defer:
                     assert client is not None
                     client.set_deferring(False)
+                if direct:
+                    assert client is not None
                     client.write_now()
                 if message is not None:  # an exception escaped: let another thread pump
                     with self._cond:
