@@ -88,6 +88,10 @@ in what a running agent may not need — the C++ filters and libstdc++, sqlite3,
 fakes. A run imports only what its config uses: less memory and a faster start (ADR-012)."""
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:

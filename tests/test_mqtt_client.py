@@ -715,6 +715,7 @@ def test_a_burst_far_beyond_the_outbox_loses_nothing_while_connected(
         watcher = Observer(server.host, server.port, ["t/burst"], client_id="burst-watch")
         try:
             client, _, _ = started(clients, settings_for(server, offline_buffer_size=50))
+            client.wait_for_room_on(threading.current_thread())  # as the runtime does: a device
             count = 3000
             for i in range(count):  # 60x the outbox: the publisher waits for room instead
                 client.publish("t/burst", str(i), qos=qos)
@@ -734,6 +735,7 @@ def test_a_publisher_waiting_for_room_drops_the_oldest_once_the_link_is_gone() -
     for i in range(WINDOW + 3):  # the window in paho's hands, the outbox full
         client.publish("t/e", f"e{i}")
     waiting = threading.Thread(target=client.publish, args=("t/e", "late"), name="publisher")
+    client.wait_for_room_on(waiting)
     waiting.start()
     waiting.join(0.2)
     assert waiting.is_alive()  # connected: it waits for room, nothing is dropped
@@ -742,3 +744,25 @@ def test_a_publisher_waiting_for_room_drops_the_oldest_once_the_link_is_gone() -
     waiting.join(5)
     assert not waiting.is_alive()  # the link is gone: no point waiting, the oldest goes
     assert client.stats()["dropped"] == 1
+
+
+def test_only_registered_threads_wait_and_nobody_once_shutdown_begins() -> None:
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1, offline_buffer_size=3))
+    fake = FakePaho()
+    client._paho = fake  # type: ignore[assignment]
+    client._on_connect(fake, None, {"session present": 1}, 0)
+    for i in range(WINDOW + 3):
+        client.publish("t/e", f"e{i}")
+    client.publish("t/e", "from the scheduler")  # not registered: the oldest goes, at once
+    assert client.stats()["dropped"] == 1
+    device = threading.Thread(target=client.publish, args=("t/e", "late"), name="device")
+    client.wait_for_room_on(device)
+    device.start()
+    device.join(0.2)
+    assert device.is_alive()  # a device waits for room
+    client.stop_waiting()  # what the runtime does first when it stops
+    device.join(5)
+    assert not device.is_alive()
+    assert client.stats()["dropped"] == 2
+    client.publish("t/e", "after")  # and nobody waits any more
+    assert client.stats()["dropped"] == 3

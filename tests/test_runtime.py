@@ -561,3 +561,14 @@ def test_settings_and_logger_are_injected_per_device() -> None:
     with Running(app, settings=MySettings()) as r:
         r.until(lambda: got, "a reading")
     assert got[0] == (2.0, "agent.device.t", "t")
+
+
+def test_closing_an_inbox_counts_the_commands_it_drops_not_ticks_or_wakes() -> None:
+    from agent.clock import SystemClock
+    from agent.runtime.inbox import Inbox
+
+    inbox = Inbox(SystemClock())
+    inbox.put_tick(["d"])
+    inbox.put_wake()
+    inbox.put_command(Command(topic="p/d/set", payload="1", device="d", sub_topic=None))
+    assert inbox.close() == 1  # the shutdown warning counts lost commands only

@@ -16,13 +16,14 @@ How it behaves:
   order behind them. So memory stays bounded whatever a flood does, and an error storm can
   never delay or push out a state (ADR-006). As the broker acknowledges, the next messages
   are handed over, on the network thread.
-* Backpressure, not loss, while the link is up: a thread publishing events faster than the
-  broker takes them waits (up to :data:`BACKPRESSURE_WAIT`) for room in the full event
-  lane, as a blocking socket would, instead of pushing out the oldest event. Only paho's
-  network thread never waits (it is the one that makes room), and nobody waits while the
-  link is down: then the outbox keeps filling within its bounds, dropping the oldest event
-  (ADR-012). After a reconnect: subscriptions are restored, the connect callbacks run, then
-  the outbox drains.
+* Backpressure, not loss, while the link is up: a device thread publishing events faster
+  than the broker takes them waits (up to :data:`BACKPRESSURE_WAIT`) for room in the full
+  event lane, as a blocking socket would, instead of pushing out the oldest event. Only the
+  threads the runtime registers (:meth:`MqttClient.wait_for_room_on`: the devices') ever
+  wait, never while the link is down or once shutdown has begun: then the outbox keeps
+  filling within its bounds, dropping the oldest event (ADR-012).
+* After a reconnect: subscriptions are restored, the connect callbacks run, then the
+  outbox drains.
 * paho re-sends QoS 1 messages that were unacknowledged when the link died *after* our
   connect handler returns. A newer message for the same topic is therefore held back until
   the old one is acknowledged, so the broker never ends up retaining the stale one.
@@ -159,34 +160,39 @@ class _PahoClient(mqtt.Client):
         else:
             with self._write_lock:
                 rc = super()._packet_write()
-        if self.after_write is not None:
+        # Not after a failed write: the link is dead, what would be handed over now is lost.
+        if self.after_write is not None and rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
             try:
                 self.after_write()
             except Exception:
                 logger.exception("MQTT after-write handling failed")
         return rc
 
-    def write_now(self) -> None:
+    def write_now(self) -> bool:
         """Write what is queued, on this thread; if another thread is writing (or the socket
-        is busy), wake the network thread to finish instead. Never raises."""
+        is busy), wake the network thread to finish instead. Never raises. False when the
+        link turned out to be dead: nothing more should be handed over to it."""
         if not self._out_packet or getattr(self._local, "writing", False):
-            return  # nothing to do, or this thread's write loop is already draining it
+            return True  # nothing to do, or this thread's write loop is already draining it
+        rc = mqtt.MQTT_ERR_SUCCESS
         if self._sock is not None and self._write_lock.acquire(blocking=False):
             self._local.writing = True
             try:
-                super()._packet_write()  # errors leave the packet queued for the loop
+                rc = super()._packet_write()  # errors leave the packet queued for the loop
             except Exception as exc:  # never into a device thread
                 logger.debug("MQTT direct write failed, left to the network thread: %r", exc)
+                rc = mqtt.MQTT_ERR_CONN_LOST
             finally:
                 self._local.writing = False
                 self._write_lock.release()
             if not self._out_packet:
-                return
+                return True
         wake = getattr(self, "_sockpairW", None)
         if wake is not None:
             # full (the loop is waking anyway) or closed (stopping): nothing to do
             with contextlib.suppress(OSError):
                 wake.send(b"0")
+        return rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN)
 
     def loop_misc(self) -> Any:
         # paho's loop calls this once per round (at least every second while connected).
@@ -382,8 +388,12 @@ def _protocol(name: str) -> int:
 
 
 def _written(info: Any) -> bool:
+    """Whether paho wrote this QoS 0 message (or never will: its connection is gone)."""
     is_published = getattr(info, "is_published", None)
-    return is_published() if callable(is_published) else True
+    try:
+        return bool(is_published()) if callable(is_published) else True
+    except (RuntimeError, ValueError):  # paho 2.x: the connection it was queued on was lost
+        return True
 
 
 def _validate_topic(topic: str) -> None:
@@ -432,6 +442,8 @@ class MqttClient:
         # woken only when the lane has drained to LOW_WATER (not at every acknowledgement).
         self._room = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]
         self._room_waiters = 0
+        self._may_wait_threads: set[threading.Thread] = set()  # see wait_for_room_on()
+        self._no_waiting = False
         self._paho: _PahoClient | None = None
         self._started = False
         self._stopping = False
@@ -500,16 +512,34 @@ class MqttClient:
                 count,
             )
 
+    def wait_for_room_on(self, thread: threading.Thread) -> None:
+        """Let ``thread`` (a device's) wait for room when it publishes into a full event
+        lane, instead of pushing out the oldest event. No other thread ever waits: not
+        paho's (it makes the room), not the scheduler's (the heartbeat and every other
+        device's cadence hang on it), not the one that stops the agent."""
+        with self._cond:
+            self._may_wait_threads.add(thread)
+
+    def stop_waiting(self) -> None:
+        """From now on nobody waits for room (shutdown has begun); waiters give up at once."""
+        with self._cond:
+            self._no_waiting = True
+            self._wake_publishers_locked(always=True)
+
     def _may_wait(self) -> bool:
-        """Whether this publisher may wait for room: the link is up, we are not stopping,
-        and this is not paho's network thread (which makes the room). Lock held."""
-        if not self._connected or self._stopping:
+        """Whether this publisher may wait for room: the link is up, nothing is stopping,
+        and this thread was registered with :meth:`wait_for_room_on`. Lock held."""
+        if not self._connected or self._stopping or self._no_waiting:
             return False
-        thread = getattr(self._paho, "_thread", None)
-        return thread is None or thread is not threading.current_thread()
+        return threading.current_thread() in self._may_wait_threads
 
     def _room_or_no_link(self) -> bool:
-        return not self._outbox.events_full() or not self._connected or self._stopping
+        return (
+            not self._outbox.events_full()
+            or not self._connected
+            or self._stopping
+            or self._no_waiting
+        )
 
     def _wake_publishers_locked(self, always: bool = False) -> None:
         if self._room_waiters and (always or self._outbox.events_below(LOW_WATER)):
@@ -875,12 +905,12 @@ class MqttClient:
                     client.set_deferring(False)
                 if direct:
                     assert client is not None
-                    client.write_now()
+                    written = client.write_now()
                 if message is not None:  # an exception escaped: let another thread pump
                     with self._cond:
                         self._pumping = False
                         self._cond.notify_all()
-            if direct:  # written: QoS 0 slots are free again, more may go
+            if direct and written:  # written: QoS 0 slots are free again, more may go
                 with self._cond:
                     message = self._claim_locked()
 
@@ -925,6 +955,7 @@ class MqttClient:
         client = self._paho
         failure = None
         info = None
+        connection = self._connections  # a reconnect while paho has it makes its info stale
         try:
             assert client is not None
             info = client.publish(message.topic, message.payload, message.qos, message.retain)
@@ -943,7 +974,7 @@ class MqttClient:
                 # On NO_CONN paho keeps a QoS>0 message in its session and re-sends it after
                 # the reconnect; queueing it again would send it twice.
                 if not acknowledged:
-                    if self._session_up:
+                    if self._session_up and self._connections == connection:
                         self._qos0_infos.append(info)
                     else:
                         self._in_paho[0] -= 1  # paho drops unsent QoS 0 on a disconnect

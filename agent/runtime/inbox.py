@@ -111,10 +111,11 @@ class Inbox:
             self._waker.set()
 
     def close(self) -> int:
-        """Stop taking items and wake the consumer; returns the number of dropped items."""
+        """Stop taking items and wake the consumer; returns the number of dropped commands
+        (a pending tick or wake is not news: the device is stopping anyway)."""
         with self._lock:
             self._closed = True
-            dropped = len(self._items)
+            dropped = self._commands
             self._items.clear()
             self._commands = 0
             self._tick = None

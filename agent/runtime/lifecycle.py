@@ -163,7 +163,10 @@ class Runtime:
         )
         self.mqtt.start()  # never blocks on the broker; the fakes "connect" at once
         self._started_mqtt = True
+        allow_waiting = getattr(self.mqtt, "wait_for_room_on", None)
         for worker in self.workers:
+            if allow_waiting is not None:
+                allow_waiting(worker.thread)
             worker.start()
         self._schedule_telemetry(intervals)
         if app.heartbeat_interval:
@@ -438,6 +441,9 @@ class Runtime:
     def stop(self) -> None:
         grace = self.app.shutdown_grace
         log.info("shutting down (grace period %ss)", grace)
+        stop_waiting = getattr(self.mqtt, "stop_waiting", None)
+        if stop_waiting is not None:  # a device waiting for room in the outbox gives up now
+            stop_waiting()
         self.systemd.stopping()
         if not self.scheduler.stop(timeout=grace):
             log.error("the scheduler thread did not stop within %ss", grace)
@@ -447,7 +453,7 @@ class Runtime:
             dropped = worker.inbox.close()
             if dropped:
                 log.warning(
-                    "device %r: %d pending item(s) dropped at shutdown", worker.name, dropped
+                    "device %r: %d pending command(s) dropped at shutdown", worker.name, dropped
                 )
         real = SystemClock()
         deadline = real.now() + grace
