@@ -45,7 +45,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -61,7 +60,6 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import paho.mqtt.client as mqtt  # noqa: E402 - after the path
 
 from bench.common import (  # noqa: E402
     LAUNCHER,
@@ -70,6 +68,7 @@ from bench.common import (  # noqa: E402
     Target,
     agent_env,
     log_tail,
+    new_client,
     percentile,
     proc_status,
     thread_cpu_seconds,
@@ -95,21 +94,6 @@ class Plan:
         return cls(settle=10.0, idle=10.0, commands=2000, burst=20000)
 
 
-def new_client(client_id: str) -> Any:
-    """A paho client (1.6 or 2.x) with Nagle's algorithm off, as agent and the baseline
-    have: otherwise a small publish may wait ~40 ms for a delayed ACK."""
-    if hasattr(mqtt, "CallbackAPIVersion"):  # paho 2.x
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    else:
-        client = mqtt.Client(client_id=client_id)
-
-    def nodelay(client: Any, userdata: Any, sock: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    client.on_socket_open = nodelay
-    return client
-
-
 def cpu_ns_exact(pid: int) -> float:
     """CPU seconds of the live threads of ``pid`` from schedstat (nanoseconds): the
     10 ms ticks of /proc/PID/stat read 0 for an idle baseline over a few seconds."""
@@ -123,7 +107,7 @@ class Listener:
         self._cond = threading.Condition()
         self.messages: list[tuple[float, str, bytes]] = []
         self._subscribed = False
-        self._client = new_client(f"bench-listen-{uuid.uuid4().hex[:8]}")
+        self._client = new_client(nodelay=True, client_id=f"bench-listen-{uuid.uuid4().hex[:8]}")
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.connect(host, port, keepalive=30)
@@ -166,7 +150,7 @@ class Probe:
     def __init__(self, host: str, port: int, prefix: str) -> None:
         self.prefix = prefix
         self._reply: bytes | None = None
-        self._client = new_client(f"bench-probe-{uuid.uuid4().hex[:8]}")
+        self._client = new_client(nodelay=True, client_id=f"bench-probe-{uuid.uuid4().hex[:8]}")
         self._client.on_message = self._on_message
         self._client.connect(host, port, keepalive=60)
         self._client.subscribe(f"{prefix}/echo/state", 1)
@@ -350,7 +334,7 @@ def burst(session: Session, probe: Probe, count: int, qos: int) -> tuple[float, 
     broker = session.options.broker
     topic = f"{session.prefix}/echo/burst"
     # A retained marker tells when mosquitto_sub is subscribed: its first line.
-    marker = new_client(f"bench-marker-{uuid.uuid4().hex[:8]}")
+    marker = new_client(nodelay=True, client_id=f"bench-marker-{uuid.uuid4().hex[:8]}")
     marker.connect(broker.host, broker.port)
     marker.loop_start()
     marker.publish(topic, "subscribed", qos=1, retain=True).wait_for_publish(5)

@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -247,6 +248,49 @@ def agent_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT__", "LOGGING__"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
+
+
+def new_client(client_id: str, *, nodelay: bool = False) -> Any:
+    """A paho client for either API (2.x needs the callback API version, 1.6 has none);
+    ``nodelay`` turns Nagle's algorithm off, as agent and the bridge baseline have it
+    (otherwise a small publish may wait ~40 ms for a delayed ACK)."""
+    import paho.mqtt.client as mqtt
+
+    if hasattr(mqtt, "CallbackAPIVersion"):  # paho 2.x
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    else:
+        client = mqtt.Client(client_id=client_id)
+    if nodelay:
+
+        def no_delay(client: Any, userdata: Any, sock: Any) -> None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        client.on_socket_open = no_delay
+    return client
+
+
+def run_json_child(
+    options: Options,
+    cmd: Sequence[str],
+    env: dict[str, str],
+    out: Path,
+    log_path: Path,
+    timeout: float,
+    lines: int = 5,
+) -> dict[str, Any]:
+    """Run a benchmark script as a child process of the suite (its output into
+    ``log_path``) and return the JSON report it wrote to ``out``; RuntimeError with the
+    log's tail when it failed or wrote none."""
+    with open(log_path, "wb") as log:
+        proc = options.children.spawn(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            options.children.end(proc)
+    if code != 0 or not out.exists():
+        name = Path(cmd[1]).name if len(cmd) > 1 else cmd[0]
+        raise RuntimeError(f"bench/{name} exited with {code}: {log_tail(log_path, lines)}")
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
 def compile_agent(python: str, root: Path) -> str:

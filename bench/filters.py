@@ -81,7 +81,7 @@ from bench.common import (  # noqa: E402
     Target,
     agent_env,
     cpu_model,
-    log_tail,
+    run_json_child,
 )
 
 
@@ -348,17 +348,7 @@ def run_filters(options: Options) -> list[Figure]:
     cmd = [options.python, str(BENCH / "filters.py"), "--json", str(out), f"--rounds={rounds}"]
     if options.quick:
         cmd.append("--quick")
-    with open(log_path, "wb") as log:
-        proc = options.children.spawn(
-            cmd, env=filters_env(options.python), stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            options.children.end(proc)
-    if code != 0 or not out.exists():
-        raise RuntimeError(f"bench/filters.py exited with {code}: {log_tail(log_path, 8)}")
-    report = json.loads(out.read_text())
+    report = run_json_child(options, cmd, filters_env(options.python), out, log_path, 600, 8)
     print(
         f"  {report['loop_samples']:,} / {report['many_samples']:,} samples, "
         f"{len(next(iter(report['cases'].values())))} rounds, median path "

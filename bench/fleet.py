@@ -132,7 +132,6 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import paho.mqtt.client as mqtt  # noqa: E402 - after the path
 
 from bench.common import (  # noqa: E402 - after the path
     SYS_RECEIVED,
@@ -148,6 +147,7 @@ from bench.common import (  # noqa: E402 - after the path
     load_average,
     machine_jiffies,
     median,
+    new_client,
     percentile,
     proc_status,
     sleep_until,
@@ -252,13 +252,6 @@ class FleetRun:
 
 
 # -- the observer ---------------------------------------------------------------------------
-
-
-def new_client(client_id: str) -> Any:
-    """A paho client for either API: 2.x needs the callback API version, 1.6 has none."""
-    if hasattr(mqtt, "CallbackAPIVersion"):  # paho 2.x
-        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    return mqtt.Client(client_id=client_id)
 
 
 @dataclass

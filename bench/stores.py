@@ -41,7 +41,6 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,7 +54,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.persist import DeviceStore
 from agent.stores import JsonFileStore, SqliteStore, StoreBase
-from bench.common import BENCH, Figure, Options, Target, agent_env, cpu_model, log_tail, percentile
+from bench.common import (
+    BENCH,
+    Figure,
+    Options,
+    Target,
+    agent_env,
+    cpu_model,
+    percentile,
+    run_json_child,
+)
 
 DEVICES = 10
 PACED, UNCHANGED, SATURATED = "paced, 1 save/s each", "paced, unchanged", "saturated"
@@ -333,17 +341,7 @@ def run_stores(options: Options) -> list[Figure]:
         order = "json,sqlite" if rnd % 2 == 0 else "sqlite,json"
         out, log_path = folder / f"round{rnd + 1}.json", folder / f"round{rnd + 1}.log"
         cmd = [options.python, str(BENCH / "stores.py"), "--json", str(out), "--order", order]
-        with open(log_path, "wb") as log:
-            proc = options.children.spawn(
-                [*cmd, *durations], env=agent_env(), stdout=log, stderr=subprocess.STDOUT
-            )
-            try:
-                code = proc.wait(timeout=300)
-            finally:
-                options.children.end(proc)
-        if code != 0 or not out.exists():
-            raise RuntimeError(f"bench/stores.py exited with {code}: {log_tail(log_path)}")
-        report = json.loads(out.read_text())
+        report = run_json_child(options, [*cmd, *durations], agent_env(), out, log_path, 300)
         rounds.append(report)
         print(
             f"  round {rnd + 1}: {order}, fsync {report['fsync_ms']:.2f} ms, "

@@ -457,10 +457,10 @@ class MqttClient:
         self._dropped_total = 0
         self._connections = 0
         self._pending: dict[int, Outgoing] = {}  # mid -> message in paho's hands
-        self._handing = 0  # messages being handed to paho right now (mid not known yet)
-        # Window slots taken, [QoS 0, QoS > 0]: messages pending or being handed over.
+        # Indexed [QoS 0, QoS > 0]: messages being handed to paho right now (mid not known
+        # yet), and window slots taken (messages pending or being handed over).
+        self._handing = [0, 0]
         self._in_paho = [0, 0]
-        self._handing_qos0 = 0
         # QoS 0 messages handed over and maybe not written yet, oldest first: paho calls
         # nothing back for them (see _PahoClient._do_on_publish); their MQTTMessageInfo
         # says when they are written, in order.
@@ -792,7 +792,7 @@ class MqttClient:
             self._session_up = False
             # paho drops unsent QoS 0 packets on reconnect: they will never be written.
             self._qos0_infos.clear()
-            self._in_paho[0] = self._handing_qos0
+            self._in_paho[0] = self._handing[0]
             stopping = self._stopping
             if not was_up and not stopping:
                 # The link dropped after TCP (and TLS) but before the CONNACK.
@@ -943,9 +943,7 @@ class MqttClient:
         if not message.retain:
             self._wake_publishers_locked()
         self._in_paho[acknowledged] += 1
-        self._handing += 1
-        if not acknowledged:
-            self._handing_qos0 += 1
+        self._handing[acknowledged] += 1
         return message
 
     def _hand_over(self, message: Outgoing) -> Outgoing | None:
@@ -963,9 +961,7 @@ class MqttClient:
             failure = f"{type(exc).__name__}: {exc}"
         acknowledged = message.qos > 0
         with self._cond:
-            self._handing -= 1
-            if not acknowledged:
-                self._handing_qos0 -= 1
+            self._handing[acknowledged] -= 1
             following = None
             if info is not None and (
                 info.rc == mqtt.MQTT_ERR_SUCCESS
@@ -1004,7 +1000,7 @@ class MqttClient:
             return False  # connect handling is under way; the outbox drains right after
         return (
             not self._pumping
-            and self._handing == 0
+            and not any(self._handing)
             and not any(m.qos > 0 for m in self._pending.values())
             and not self._outbox.has_acknowledged()
         )
