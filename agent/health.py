@@ -22,6 +22,7 @@ one heartbeat is better than losing the device thread that tried to send it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -110,10 +111,17 @@ class HeartbeatPayload:
 
 @dataclass
 class _Tracked:
-    status: DeviceStatus
+    status: DeviceStatus  # last_success aside: see succeeded_at
     is_root: bool
     announced: bool  # "online" was published for it, so shutdown owes it an "offline"
     online: bool = True  # what its availability topic says now
+    # The last good call. Every call sets it, so it is formatted only when read (current()).
+    succeeded_at: datetime.datetime | None = None
+
+    def current(self) -> DeviceStatus:
+        if self.succeeded_at is None:
+            return self.status
+        return replace(self.status, last_success=_stamp(self.succeeded_at))
 
 
 @dataclass(eq=False)
@@ -166,7 +174,9 @@ class HealthReporter:
         with self._lock:
             entry = self._entry(device)
             if error is None:
-                entry.status = replace(entry.status, failures=0, last_success=_stamp())
+                entry.succeeded_at = utc_now()
+                if entry.status.failures:
+                    entry.status = replace(entry.status, failures=0)
             else:
                 entry.status = replace(
                     entry.status,
@@ -182,7 +192,7 @@ class HealthReporter:
     def status_of(self, device: str) -> DeviceStatus | None:
         with self._lock:
             entry = self._tracked.get(device)
-            return entry.status if entry is not None else None
+            return entry.current() if entry is not None else None
 
     def hold_offline(self, held: Callable[[str], bool] | None) -> None:
         """``held(device)`` True keeps the device ``offline`` whatever it announces itself
@@ -248,7 +258,13 @@ class HealthReporter:
         with self._lock:
             old = self._tracked.get(device)
             status = replace(old.status, status="ok") if old is not None else DeviceStatus()
-            self._tracked[device] = _Tracked(status, is_root, announced=True, online=not held)
+            self._tracked[device] = _Tracked(
+                status,
+                is_root,
+                announced=True,
+                online=not held,
+                succeeded_at=old.succeeded_at if old is not None else None,
+            )
             # The last of the devices expected at start-up is up: say so now rather than a
             # heartbeat interval later (the one sent on connecting said "starting").
             last_started = (
@@ -282,7 +298,7 @@ class HealthReporter:
         """Return the current heartbeat: ``online``, uptime (0.1 s), version, devices."""
         uptime = round(max(0.0, self.clock.now() - self._started), 1)
         with self._lock:
-            devices = {name: entry.status for name, entry in self._tracked.items()}
+            devices = {name: entry.current() for name, entry in self._tracked.items()}
         provider = self._agent_info
         agent = provider() if provider is not None else {}
         return HeartbeatPayload(ONLINE, uptime, self.version, devices, agent)
@@ -325,8 +341,8 @@ class HealthReporter:
             logger.warning("could not publish to %s: %r", topic, exc)
 
 
-def _stamp() -> str:
-    return utc_now().replace(microsecond=0).isoformat()
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.replace(microsecond=0).isoformat()
 
 
 def build_will_config(topic_prefix: str) -> WillConfig:

@@ -18,13 +18,18 @@ trust their arguments and do not validate again: they run on every publish.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 __all__ = ["Topics", "prefix_problem", "validate_name", "validate_prefix", "validate_sub_topic"]
 
 # MQTT's wildcards and level separator: a name holding one would change what a topic means.
 _FORBIDDEN = {"+": "an MQTT wildcard '+'", "#": "an MQTT wildcard '#'", "/": "a '/'"}
+
+
+def _is_control(char: str) -> bool:
+    """Unicode category Cc, which is exactly C0, DEL and C1 (no need to load unicodedata)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
 
 
 def _problem(text: str) -> str | None:
@@ -38,7 +43,7 @@ def _problem(text: str) -> str | None:
             return f"it contains {_FORBIDDEN[char]}"
         if char == "\0":
             return "it contains a NUL character"
-        if unicodedata.category(char) == "Cc":
+        if _is_control(char):
             return f"it contains the control character U+{ord(char):04X}"
     return None
 

@@ -205,7 +205,6 @@ def test_sigterm_reaches_the_shutdown_event_even_when_logging_fails(
     the fix, lost the shutdown request. The handler must not depend on logging."""
     import os
     import signal
-    import threading
 
     import agent.app as app_module
 
@@ -214,15 +213,74 @@ def test_sigterm_reaches_the_shutdown_event_even_when_logging_fails(
 
     for level in ("debug", "info", "warning", "error"):
         monkeypatch.setattr(app_module.log, level, reentrant)
-    event = threading.Event()
-    catcher = app_module._SignalCatcher(event)
+    catcher = app_module._SignalCatcher()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert event.wait(5)
+        catcher.wait()
+        assert catcher.event.is_set()
         assert catcher.received == "SIGTERM"
     finally:
         catcher.restore()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1  # the wakeup fd is given back too
+
+
+def test_a_storm_of_stop_signals_never_wedges_the_main_thread() -> None:
+    """Signals a few microseconds apart (a supervisor forwarding SIGTERM, Ctrl-C twice) once
+    ran the handler inside itself while it held the shutdown event's lock: the main thread
+    deadlocked for good. Here 300 of them arrive while the main thread waits, then more
+    after the event is set; the wait ends, and nothing hangs."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import agent.app as app_module
+
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a shell's background job
+    catcher = app_module._SignalCatcher()
+    done = threading.Event()
+
+    def storm() -> None:
+        for i in range(300):
+            os.kill(os.getpid(), signal.SIGTERM if i % 2 else signal.SIGINT)
+            deadline = time.perf_counter() + (i % 40) * 2e-6
+            while time.perf_counter() < deadline:
+                pass
+        done.set()
+
+    sender = threading.Thread(target=storm, name="signal-storm")
+    try:
+        sender.start()
+        catcher.wait()
+        assert catcher.event.is_set()
+        assert catcher.received in ("SIGTERM", "SIGINT")
+        assert done.wait(10)
+        sender.join(10)
+        assert not sender.is_alive()
+    finally:
+        catcher.restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_another_threads_set_ends_the_signal_wait() -> None:
+    """A device given up for good (exit_on_device_failure) sets the event from its own
+    thread: the main thread's wait ends at once, with no signal."""
+    import threading
+
+    import agent.app as app_module
+
+    catcher = app_module._SignalCatcher()
+    try:
+        timer = threading.Timer(0.05, catcher.event.set)
+        timer.start()
+        catcher.wait()
+        timer.join(10)
+        assert catcher.event.is_set()
+        assert catcher.received == ""
+    finally:
+        catcher.restore()
+    catcher.event.set()  # after restore: the closed pipe is never written to
 
 
 # -- agent describe -----------------------------------------------------------------------------

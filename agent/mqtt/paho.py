@@ -132,9 +132,15 @@ class _PahoClient(mqtt.Client):
         self._local.defer = on
 
     def _packet_queue(self, command: Any, packet: Any, mid: Any, qos: Any, info: Any = None) -> Any:
-        if not self.deferring() or (command & 0xF0) != mqtt.PUBLISH:
+        # paho's own queueing, without the wake of the network thread when nobody needs it:
+        # on a deferring thread write_now() follows; on the network thread itself (a PUBACK,
+        # a PINGREQ) the loop's next round selects for writing anyway, as the queue is not
+        # empty. paho would write a byte to its socket pair and read it back each time.
+        if not (
+            (self.deferring() and (command & 0xF0) == mqtt.PUBLISH)
+            or threading.current_thread() is self._thread
+        ):
             return super()._packet_queue(command, packet, mid, qos, info)
-        # paho's own queueing, without the wake of the network thread: write_now() follows.
         self._out_packet.append(
             {"command": command, "mid": mid, "qos": qos, "pos": 0,
              "to_process": len(packet), "packet": packet, "info": info}

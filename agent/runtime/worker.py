@@ -211,25 +211,33 @@ class Worker:
             return exc
 
     def _serve_commands(self, kwargs: dict[str, object]) -> BaseException | None:
-        func = self.reg.func
+        # Bound once: per command only the message's own arguments are passed.
+        handler = functools.partial(self.reg.func, **kwargs)
         names = {p.name for p in self.reg.params if p.annotation is None}
+        wants_topic, wants_payload = "topic" in names, "payload" in names
         failures = 0
         while True:
             item = self.inbox.get()
             if item is None:
                 return None
             if isinstance(item, Command):
-                per_call = {"topic": item.topic, "payload": item.payload}
-                args = {k: v for k, v in per_call.items() if k in names}
-                error = self._call(lambda a=args: func(**a, **kwargs), {"topic": item.topic})
+                args: dict[str, object] = {}
+                if wants_topic:
+                    args["topic"] = item.topic
+                if wants_payload:
+                    args["payload"] = item.payload
+                error = self._call(handler, args, item.topic)
                 failures = 0 if error is None else failures + 1
                 if error is not None:
                     self._supervisor.budget(self.reg.name).failed()
                     if failures >= self._supervisor.policy.after_failures:
                         return error
 
-    def _call(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
-        """One command handler call, timed; its failure is reported and survived."""
+    def _call(
+        self, handler: Callable[..., Any], args: dict[str, object], topic: str
+    ) -> Exception | None:
+        """One command handler call, ``handler(**args)``, timed; its failure is reported
+        and survived."""
         with self._gate(self.reg.name) as allowed:
             if not allowed:  # an adapter it uses is restarting or failed: no call now
                 self._reporter.report(
@@ -239,22 +247,26 @@ class Worker:
                     ),
                     device=self.reg.name,
                     is_root=self.reg.is_root,
-                    details=details,
+                    details={"topic": topic},
                     log=log,
                     message=f"device {self.reg.name!r}: command dropped, its adapter is down",
                     count_key="dropped",
                 )
                 return None
-            return self._timed(func, details)
+            return self._timed(handler, args, topic)
 
-    def _timed(self, func: Callable[[], Any], details: dict[str, object]) -> Exception | None:
+    def _timed(
+        self, handler: Callable[..., Any], args: dict[str, object], topic: str
+    ) -> Exception | None:
         self._watch.begin()
         try:
-            result = func()
+            result = handler(**args)
             if result is not None:
                 self.ctx.publish_state(result)
         except Exception as exc:
-            report_handler_failure(self._reporter, exc, self.reg.name, self.reg.is_root, details)
+            report_handler_failure(
+                self._reporter, exc, self.reg.name, self.reg.is_root, {"topic": topic}
+            )
             self._health.record_call(self.reg.name, exc)
             self._health.set_device_status(self.reg.name, "error")
             return exc
