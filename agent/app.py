@@ -19,11 +19,7 @@ Handlers are plain functions; each device runs on its own thread (see ``agent.ru
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import signal
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -38,6 +34,7 @@ if TYPE_CHECKING:
 from agent.registry import Registry
 from agent.runtime.persistence import DeviceStores
 from agent.runtime.restarts import RestartPolicy
+from agent.runtime.signals import SignalCatcher
 from agent.settings import Settings
 from agent.stores import Store
 from agent.topics import prefix_problem, validate_name
@@ -195,22 +192,25 @@ class App(Registrations):
         # command line and a program's own App.run(settings=...) pass through this point.
         for warning in settings.load_warnings():
             logging.getLogger("agent.settings").warning("%s", warning)
-        signals = _SignalCatcher() if shutdown_event is None else None
+        signals = SignalCatcher() if shutdown_event is None else None
         event = signals.event if signals is not None else shutdown_event
         assert event is not None
-        runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
         try:
-            runtime.start()
-            if signals is not None:
-                signals.wait()
-            else:
-                runtime.wait()
+            runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
+            try:
+                runtime.start()
+                if signals is not None:
+                    signals.keep_wakeup_fd()
+                    signals.wait()
+                else:
+                    runtime.wait()
+            finally:
+                event.set()
+                if signals is not None and signals.received:
+                    log.info("received %s: shutting down", signals.received)
+                runtime.stop()
         finally:
-            event.set()
-            if signals is not None and signals.received:
-                log.info("received %s: shutting down", signals.received)
-            runtime.stop()
-            if signals is not None:
+            if signals is not None:  # whatever raised: SIGTERM must kill again afterwards
                 signals.restore()
         if runtime.supervisor.exit_code is not None:
             raise DeviceFailed(runtime.supervisor.exit_code)
@@ -231,107 +231,3 @@ class DeviceFailed(RuntimeError):
     def __init__(self, exit_code: int) -> None:
         super().__init__(f"a device failed for good (exit code {exit_code})")
         self.exit_code = exit_code
-
-
-class _SignalCatcher:
-    """SIGTERM and SIGINT end :meth:`wait`, which then sets :attr:`event`; the previous
-    handlers come back with :meth:`restore`.
-
-    The Python-level handler does nothing at all. It runs on the main thread between two
-    bytecodes, possibly in the middle of ``threading`` code that holds the very lock
-    ``event.set()`` needs — or in the middle of itself, when a second signal follows the
-    first within microseconds (``timeout`` or a supervisor forwarding the signal, Ctrl-C
-    pressed twice): setting the event there deadlocked the main thread for good. Nor may it
-    log (a reentrant write to the same stream raises). Instead Python's C-level handler
-    writes the signal's number to a pipe (:func:`signal.set_wakeup_fd`); :meth:`wait`
-    sleeps in ``select`` on that pipe and sets the event itself, from ordinary code.
-    Another thread's ``event.set()`` (a device given up for good) writes to the same pipe,
-    so the wait needs no polling. Outside the main thread (where Python allows no signal
-    handlers) it only waits for the event.
-    """
-
-    def __init__(self) -> None:
-        self.received = ""
-        self._previous: dict[int, Any] = {}
-        self._previous_fd = -1
-        self._pipe: tuple[int, int] | None = None
-        if threading.current_thread() is not threading.main_thread():
-            self.event = threading.Event()
-            return
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._pipe = (read_fd, write_fd)
-        self.event = _WakingEvent(write_fd)
-        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in _STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, _nothing_here)
-
-    def wait(self) -> None:
-        """Block until a stop signal arrives or another thread sets :attr:`event`."""
-        if self._pipe is None:
-            self.event.wait()
-            return
-        read_fd = self._pipe[0]
-        while not self.event.is_set():
-            select.select([read_fd], [], [])
-            for number in _drain(read_fd):
-                if number in _STOP_SIGNALS:
-                    self.received = self.received or signal.Signals(number).name
-                    self.event.set()
-
-    def restore(self) -> None:
-        for sig, old in self._previous.items():
-            signal.signal(sig, old)
-        self._previous.clear()
-        if self._pipe is not None:
-            signal.set_wakeup_fd(self._previous_fd)
-            assert isinstance(self.event, _WakingEvent)
-            self.event.detach()
-            for fd in self._pipe:
-                os.close(fd)
-            self._pipe = None
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _nothing_here(signum: int, frame: object) -> None:
-    """The stop signals' Python handler: nothing to do here (see :class:`_SignalCatcher`);
-    it only replaces the default action, which would end the process at once."""
-
-
-def _drain(fd: int) -> bytes:
-    """Everything waiting in the non-blocking pipe ``fd``."""
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 512)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _WakingEvent(threading.Event):
-    """A :class:`threading.Event` whose ``set()`` also writes a zero byte (no signal's
-    number) to a pipe, waking :meth:`_SignalCatcher.wait`."""
-
-    def __init__(self, write_fd: int) -> None:
-        super().__init__()
-        self._write_fd: int | None = write_fd
-        self._fd_lock = threading.Lock()  # never taken in a signal handler
-
-    def set(self) -> None:
-        super().set()
-        with self._fd_lock:
-            if self._write_fd is not None:
-                with contextlib.suppress(OSError):  # full: the waiter is waking anyway
-                    os.write(self._write_fd, b"\0")
-
-    def detach(self) -> None:
-        """Stop writing: the pipe is about to close (its number may be reused)."""
-        with self._fd_lock:
-            self._write_fd = None

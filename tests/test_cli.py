@@ -207,13 +207,14 @@ def test_sigterm_reaches_the_shutdown_event_even_when_logging_fails(
     import signal
 
     import agent.app as app_module
+    import agent.runtime.signals as signals_module
 
     def reentrant(*args: object, **kwargs: object) -> None:
         raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
 
     for level in ("debug", "info", "warning", "error"):
         monkeypatch.setattr(app_module.log, level, reentrant)
-    catcher = app_module._SignalCatcher()
+    catcher = signals_module.SignalCatcher()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         catcher.wait()
@@ -235,10 +236,10 @@ def test_a_storm_of_stop_signals_never_wedges_the_main_thread() -> None:
     import threading
     import time
 
-    import agent.app as app_module
+    import agent.runtime.signals as signals_module
 
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a shell's background job
-    catcher = app_module._SignalCatcher()
+    catcher = signals_module.SignalCatcher()
     done = threading.Event()
 
     def storm() -> None:
@@ -268,9 +269,9 @@ def test_another_threads_set_ends_the_signal_wait() -> None:
     thread: the main thread's wait ends at once, with no signal."""
     import threading
 
-    import agent.app as app_module
+    import agent.runtime.signals as signals_module
 
-    catcher = app_module._SignalCatcher()
+    catcher = signals_module.SignalCatcher()
     try:
         timer = threading.Timer(0.05, catcher.event.set)
         timer.start()
@@ -281,6 +282,60 @@ def test_another_threads_set_ends_the_signal_wait() -> None:
     finally:
         catcher.restore()
     catcher.event.set()  # after restore: the closed pipe is never written to
+
+
+def test_a_forked_childs_signals_are_its_own() -> None:
+    """A device that forks (multiprocessing) and terminates its child: the child gets the
+    default handlers back and dies of the SIGTERM; the agent's wait hears nothing."""
+    import os
+    import signal
+
+    import agent.runtime.signals as signals_module
+
+    catcher = signals_module.SignalCatcher()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: SIGTERM to itself is delivered before kill() returns
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                os._exit(3)  # still alive: the signal was swallowed
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+        assert catcher._pipe is not None
+        assert signals_module._drain(catcher._pipe[0]) == b""  # nothing reached the agent
+        assert not catcher.event.is_set()
+    finally:
+        catcher.restore()
+
+
+def test_a_stolen_wakeup_fd_does_not_swallow_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+    """Code run on the main thread during start (an asyncio loop closing) may reset the
+    signal wakeup fd: the handler's own write still ends the wait, and keep_wakeup_fd()
+    takes the fd back with a warning."""
+    import os
+    import signal
+    import threading
+
+    import agent.runtime.signals as signals_module
+
+    catcher = signals_module.SignalCatcher()
+    try:
+        signal.set_wakeup_fd(-1)
+        with caplog.at_level("WARNING", logger="agent.app"):
+            catcher.keep_wakeup_fd()
+        assert "replaced the signal wakeup fd" in caplog.text
+        assert catcher._pipe is not None
+        assert signal.set_wakeup_fd(catcher._pipe[1]) == catcher._pipe[1]
+        signal.set_wakeup_fd(-1)  # stolen again, and not taken back this time
+        os.kill(os.getpid(), signal.SIGTERM)
+        rescue = threading.Timer(10, catcher.event.set)  # a failure, not a hung suite
+        rescue.start()
+        catcher.wait()
+        rescue.cancel()
+        assert catcher.received == "SIGTERM"
+    finally:
+        catcher.restore()
 
 
 # -- agent describe -----------------------------------------------------------------------------

@@ -385,6 +385,28 @@ def test_persistent_session_keeps_qos1_commands_sent_while_away(
     assert inbox.get() == ("t/dev/set", b"while-away", False)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_network_thread_is_reported_on_every_paho(
+    broker: Mosquitto, clients: list[MqttClient]
+) -> None:
+    """paho 2.x forgets its thread (``_thread = None``) when the thread ends: the
+    supervisor's vital check must still see it dead, not only 120 s later as a silent loop."""
+    client = MqttClient(settings_for(broker))
+    clients.append(client)
+    client.start()
+    eventually(lambda: client.connected, timeout=10)
+    assert client.network_problem() is None
+    paho = client._paho
+    assert paho is not None
+
+    def broken_round(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the network loop")  # escapes loop_forever
+
+    paho.loop_misc = broken_round  # type: ignore[method-assign]
+    eventually(lambda: client.network_problem() is not None, timeout=10)
+    assert client.network_problem() == "the MQTT network thread has died"
+
+
 def test_a_raising_callback_does_not_kill_the_network_thread(
     broker: Mosquitto, observer: Observer, clients: list[MqttClient], log_watch: LogWatch
 ) -> None:

@@ -476,6 +476,7 @@ class MqttClient:
         self._stale: dict[int, str] = {}  # unacked mids from an earlier connection -> topic
         self._stale_topics: Counter[str] = Counter()  # held: nothing newer may overtake
         self._attempts = _AttemptLog(self._address, settings.reconnect_max_delay)
+        self._network_thread: threading.Thread | None = None
 
     # -- ports ---------------------------------------------------------------------------
 
@@ -595,8 +596,8 @@ class MqttClient:
         client = self._paho
         if client is None or self._stopping:
             return None
-        thread = getattr(client, "_thread", None)
-        if isinstance(thread, threading.Thread) and not thread.is_alive():
+        thread = self._network_thread
+        if thread is not None and not thread.is_alive():
             return "the MQTT network thread has died"
         silent = time.monotonic() - client.last_loop
         if client.last_loop and silent > self._settings.reconnect_max_delay + wedged_after:
@@ -649,6 +650,9 @@ class MqttClient:
         thread = getattr(client, "_thread", None)
         if isinstance(thread, threading.Thread):
             thread.name = NETWORK_THREAD_NAME
+            # Our own reference: paho 2.x sets client._thread to None when the thread ends,
+            # which would hide a dead network thread from network_problem().
+            self._network_thread = thread
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush (bounded), disconnect cleanly (no last will) and stop the network thread.
