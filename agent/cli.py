@@ -303,10 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_app(app, argv, prog="agent")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def entry() -> NoReturn:
     """The ``agent`` command and ``python -m agent``: :func:`main`, then a quick exit."""
     exit_process(main())
@@ -332,3 +328,7 @@ def exit_process(code: int) -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,6 +73,7 @@ from bench.common import (
     compile_agent,
     cpu_model,
     describe_agent,
+    interpreter_text,
     load_average,
     source_digest,
 )
@@ -155,23 +156,6 @@ def memory_text() -> str:
         f"{info['MemTotal'] / gib:.1f} GiB memory "
         f"({info.get('MemAvailable', 0) / gib:.1f} GiB available)"
     )
-
-
-def interpreter_text(python: str) -> str:
-    """The measured interpreter's Python and paho-mqtt versions, asked of it."""
-    code = (
-        "import platform, paho.mqtt; "
-        "print(platform.python_implementation(), platform.python_version(), paho.mqtt.__version__)"
-    )
-    try:
-        out = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=60
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{python}: cannot ask it ({exc})"
-    if len(out) != 3:
-        return f"{python}: no paho-mqtt?"
-    return f"{python}: {out[0]} {out[1]}, paho-mqtt {out[2]}"
 
 
 def mosquitto_version() -> str:

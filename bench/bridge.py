@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from bench.common import Broker, Children, compile_agent
+    from bench.report import notes, summary, table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -483,13 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         children.end_all()
         broker.close()
-    print("| scenario | figure | baseline | agent | ratio | target | met |")
-    print("|---|---|---:|---:|---:|---|---|")
-    for f in figures:
-        target = f.target.text(f.unit) if f.target else ""
-        met = {True: "✓", False: "✗", None: "–"}[f.met]
-        print(f"| {f.scenario} | {f.name} ({f.unit}) | {f.baseline_median:.3g} | "
-              f"{f.agent_median:.3g} | {f.ratio:.2f} | {target} | {met} |")  # fmt: skip
+    print(table(figures) + notes(figures) + summary(figures))
     return 0
 
 

@@ -321,6 +321,23 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def interpreter_text(python: str) -> str:
+    """The measured interpreter's Python and paho-mqtt versions, asked of it."""
+    code = (
+        "import platform, paho.mqtt; "
+        "print(platform.python_implementation(), platform.python_version(), paho.mqtt.__version__)"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=60
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{python}: cannot ask it ({exc})"
+    if len(out) != 3:
+        return f"{python}: no paho-mqtt?"
+    return f"{python}: {out[0]} {out[1]}, paho-mqtt {out[2]}"
+
+
 def describe_agent(root: Path) -> str:
     """HEAD, uncommitted changes under agent/ and the source digest of the measured agent."""
     parts = [f"agent sources {root / 'agent'} (digest {source_digest(root)})"]

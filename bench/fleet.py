@@ -144,6 +144,7 @@ from bench.common import (  # noqa: E402 - after the path
     cpu_model,
     cpu_seconds,
     describe_agent,
+    interpreter_text,
     load_average,
     machine_jiffies,
     median,
@@ -153,6 +154,7 @@ from bench.common import (  # noqa: E402 - after the path
     sleep_until,
     source_digest,
 )
+from bench.report import notes, table  # noqa: E402
 
 SCENARIO = "fleet"
 AGENT_ROOT = "fleetagent"
@@ -891,45 +893,6 @@ def figures(job: Job, runs: dict[str, list[FleetRun]], before: float, after: flo
 # -- standalone -----------------------------------------------------------------------------
 
 
-def fmt(x: float) -> str:
-    if math.isnan(x):
-        return "–"
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
-
-
-def markdown(figures: Sequence[Figure]) -> str:
-    """The figures as a Markdown table: medians over the rounds, the ratio, each round."""
-    lines = [
-        "| figure | agent | baseline | agent / baseline | target | met | rounds (agent; "
-        "baseline) | note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for f in figures:
-        unit = f" {f.unit}" if f.unit else ""
-        met = {None: "", True: "met", False: "**MISSED**"}[f.met]
-        rounds = ", ".join(fmt(x) for x in f.agent)
-        if f.baseline:
-            rounds += "; " + ", ".join(fmt(x) for x in f.baseline)
-        lines.append(
-            f"| {f.name} | {fmt(f.agent_median)}{unit} | "
-            f"{fmt(f.baseline_median) + unit if f.baseline else '–'} | "
-            f"{'–' if math.isnan(f.ratio) else f'{f.ratio:.2f}×'} | "
-            f"{f.target.text(f.unit) if f.target else ''} | {met} | {rounds} | {f.note} |"
-        )
-    return "\n".join(lines)
-
-
-def python_version(python: str) -> str:
-    """Version of an interpreter and of its paho-mqtt, asked by running it."""
-    code = "import platform, paho.mqtt; print(platform.python_version(), paho.mqtt.__version__)"
-    try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
-        version, paho = out.stdout.split()
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return "version unknown"
-    return f"{version}, paho-mqtt {paho}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 agents, a 6 s window")
@@ -958,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{dt.datetime.now():%Y-%m-%d %H:%M}, `{' '.join(sys.argv)}`\n"
             f"{os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}, "
             f"MemAvailable {mem_available_mib():,.0f} MiB, load {load_average():.2f}\n"
-            f"python {args.python} ({python_version(args.python)}); "
+            f"python {interpreter_text(args.python)}; "
             f"{describe_agent(REPO)}\n"
             f"mosquitto: {'; '.join(line for line in config if line)}\n"
             f"{job.agents} processes × {job.devices} devices every {job.interval:g} s, "
@@ -967,8 +930,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         options = Options(args.quick, rounds, args.python, workdir, broker, children)
-        table = markdown(run_fleet(options, job))
-        print(table)
+        figures = run_fleet(options, job)
+        print(table(figures) + notes(figures))
         print(f"\n{time.monotonic() - began:.0f} s")
     finally:
         children.end_all()

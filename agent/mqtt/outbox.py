@@ -17,7 +17,7 @@ other events, never a state, an availability or a heartbeat.
 
 A topic can be *held*: while paho still owes the broker an older message for it (a QoS 1
 message from an earlier connection that paho re-sends after a reconnect), nothing newer for
-that topic may overtake it, so :meth:`Outbox.take` skips held topics.
+that topic may overtake it, so :meth:`Outbox.peek` skips held topics.
 
 Not thread-safe on its own: the client calls it under its lock.
 """
@@ -85,7 +85,8 @@ class Outbox:
             self._events.appendleft(message)
 
     def peek(self, held: Container[str] = ()) -> Outgoing | None:
-        """The message :meth:`take` would return, left in place."""
+        """The next message whose topic is not ``held`` (retained ones first), left in
+        place; None if there is none."""
         for topic, message in self._retained.items():
             if topic not in held:
                 return message
@@ -102,16 +103,14 @@ class Outbox:
         """True when the event lane holds at most ``fraction`` of its capacity."""
         return len(self._events) <= self._capacity * fraction
 
-    def take(self, held: Container[str] = ()) -> Outgoing | None:
-        """Remove and return the next message whose topic is not ``held``, or None."""
-        for topic in self._retained:
-            if topic not in held:
-                return self._retained.pop(topic)
-        for i, message in enumerate(self._events):
-            if message.topic not in held:
-                del self._events[i]
-                return message
-        return None
+    def remove(self, message: Outgoing) -> None:
+        """Remove ``message``, as :meth:`peek` returned it (no second search for it)."""
+        if self._retained.get(message.topic) is message:
+            del self._retained[message.topic]
+        elif self._events and self._events[0] is message:
+            self._events.popleft()  # the usual case: the oldest event
+        else:
+            self._events.remove(message)
 
     def has_acknowledged(self) -> bool:
         """True when a waiting message needs the broker's acknowledgement (QoS > 0)."""

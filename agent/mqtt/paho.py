@@ -888,33 +888,27 @@ class MqttClient:
         """The pumper's loop: hand ``message`` over, then the next, until none can go.
 
         On a thread other than paho's, with direct writes on, paho only queues what it is
-        handed and the packets are written here, at the end (see ``_PahoClient``)."""
+        handed and the packets are written here, at the end (see ``_PahoClient``). On paho's
+        own thread (an acknowledgement freed a slot) ``_PahoClient`` queues without a wake
+        by itself: the loop writes on its next round."""
         client = self._paho
-        on_network = client is not None and (
-            threading.current_thread() is getattr(client, "_thread", None)
-        )
         direct = (
             client is not None
             and getattr(client, "direct_write", False)
             and not self._stopping
-            and not on_network
+            and threading.current_thread() is not getattr(client, "_thread", None)
         )
-        # On paho's own thread (an acknowledgement freed a slot) nothing needs waking: the
-        # loop writes what is queued on its next round, so the wake is skipped there too.
-        defer = (direct or on_network) and hasattr(client, "set_deferring")
         while message is not None:
-            if defer:
+            if direct:
                 assert client is not None
                 client.set_deferring(True)
             try:
                 while message is not None:
                     message = self._hand_over(message)
             finally:
-                if defer:
-                    assert client is not None
-                    client.set_deferring(False)
                 if direct:
                     assert client is not None
+                    client.set_deferring(False)
                     written = client.write_now()
                 if message is not None:  # an exception escaped: let another thread pump
                     with self._cond:
@@ -949,7 +943,7 @@ class MqttClient:
             self._reap_qos0_locked()
         if self._in_paho[acknowledged] >= (WINDOW if acknowledged else WINDOW_QOS0):
             return None  # in order: what follows waits behind it
-        self._outbox.take(held=self._stale_topics)
+        self._outbox.remove(message)
         if not message.retain:
             self._wake_publishers_locked()
         self._in_paho[acknowledged] += 1
