@@ -44,6 +44,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from agent.clock import utc_now
+from agent.logs import redact_data
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -149,14 +150,17 @@ class ErrorPayload:
     details: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        """Return the payload as plain JSON data (non-JSON ``details`` values as ``repr``)."""
-        return {
+        """Return the payload as plain JSON data (non-JSON ``details`` values as ``repr``),
+        every registered secret (:func:`agent.logs.register_secret`) replaced by ``***``:
+        an exception's text may quote a password, and this goes on the wire."""
+        data = {
             "error_type": self.error_type,
             "message": self.message,
             "device": self.device,
             "timestamp": self.timestamp,
             "details": _json_safe(self.details),
         }
+        return redact_data(data)  # type: ignore[return-value]
 
     def to_json(self) -> str:
         """Serialise to a compact JSON string."""

@@ -37,6 +37,7 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "redact",
+    "redact_data",
     "register_secret",
 ]
 
@@ -70,6 +71,20 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_data(value: object) -> object:
+    """:func:`redact` every string in plain JSON data (dict keys too), for what goes on the
+    wire: redacting the JSON text instead would miss a secret JSON escapes (a quote in it)."""
+    if not _secrets:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_data(k): redact_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_data(item) for item in value]
+    return value
 
 
 # Attributes every LogRecord has; anything else was passed with ``extra=``.

@@ -150,6 +150,29 @@ class Topics:
         """``{prefix}/{device}/{channel}``; root: ``{prefix}/{channel}``."""
         return f"{self._base(device, is_root)}/{channel}"
 
+    def _command_levels(self, topic: str) -> list[str] | None:
+        """The levels between the prefix and ``set`` of a topic our command subscriptions
+        (``{prefix}/set``, ``{prefix}/+/set``, ``{prefix}/+/+/set``) can deliver, or None."""
+        head = f"{self.prefix}/"
+        if not topic.startswith(head):
+            return None
+        levels = topic[len(head) :].split("/")
+        if len(levels) > 3 or levels[-1] != "set":
+            return None
+        return levels[:-1]
+
+    def command_topic_problem(self, topic: str) -> str | None:
+        """Why a topic our command subscriptions deliver is still no command (an empty level
+        matches ``+``; a broker may pass control characters), or None.
+
+        None also for topics those subscriptions cannot deliver: they are not ours to judge.
+        """
+        for name in self._command_levels(topic) or ():
+            problem = _problem(name)
+            if problem is not None:
+                return f"level {name!r} of the topic: {problem}"
+        return None
+
     def parse_command(self, topic: str) -> tuple[str | None, str | None] | None:
         """Split an inbound command topic into ``(device, sub)``; ``None`` if it is not one.
 
@@ -163,14 +186,8 @@ class Topics:
         Anything else — another prefix, more levels, an empty level or a level that
         :func:`validate_name` refuses — gives ``None``: such a topic is no command of ours.
         """
-        head = f"{self.prefix}/"
-        if not topic.startswith(head):
-            return None
-        levels = topic[len(head) :].split("/")
-        if len(levels) > 3 or levels[-1] != "set":
-            return None
-        names = levels[:-1]
-        if any(_problem(name) is not None for name in names):
+        names = self._command_levels(topic)
+        if names is None or any(_problem(name) is not None for name in names):
             return None
         if not names:
             return (None, None)

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from e2e_helpers import AgentProcess
 
+from agent import logs
 from agent.testing.mosquitto import Mosquitto, Observer
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets a test registers (a settings load with a password, often a short one like
+    "pw") are forgotten after it: every later log line and error payload would have them
+    replaced by ``***``."""
+    monkeypatch.setattr(logs, "_secrets", logs._secrets)
 
 
 @pytest.fixture

@@ -29,6 +29,23 @@ def agent_env() -> dict[str, str]:
     return env
 
 
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"  # Debian's mosquitto package
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto ``password_file`` (mode 0600) for ``users`` (name -> password)."""
+    for i, (user, password) in enumerate(users.items()):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-b", *create, str(path), user, password],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    path.chmod(0o600)
+    return path
+
+
 def write_config(
     folder: Path, port: int, *, keepalive: int = 60, extra: str = "", mqtt_extra: str = ""
 ) -> Path:

@@ -227,7 +227,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         modules = ["ok", "not a module"]
 
         [mqtt]
-        hots = "x"
+        hostt = "x"
         port = 0
 
         [store]
@@ -271,7 +271,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     lines = problems_of(path)
     src = str(path)
     expected = [
-        f'{src}: mqtt.hots: unknown key (did you mean "mqtt.host"?)',
+        f'{src}: mqtt.hostt: unknown key (did you mean "mqtt.host"?)',
         f"{src}: mqtt.port: expected an integer 1-65535",
         f"{src}: store.backend: expected one of",
         f"{src}: name: expected one topic level",
@@ -377,12 +377,12 @@ def test_the_run_command_lists_every_problem_too(
 
 def test_settings_check_keeps_going_after_a_problem(tmp_path: Path) -> None:
     path = write(
-        tmp_path, '[mqtt]\nport = 0\nkeepalive = 1\nhots = "x"\n[logging]\nlevel = "LOUD"\n'
+        tmp_path, '[mqtt]\nport = 0\nkeepalive = 1\nhostt = "x"\n[logging]\nlevel = "LOUD"\n'
     )
     settings, problems = DaemonSettings.check(config_file=path, env_file=None, environ={})
     assert settings is None
     keys = sorted(p.key for p in problems)
-    assert keys == ["logging.level", "mqtt.hots", "mqtt.keepalive", "mqtt.port"]
+    assert keys == ["logging.level", "mqtt.hostt", "mqtt.keepalive", "mqtt.port"]
 
 
 # -- the user's modules -------------------------------------------------------------------

@@ -12,18 +12,26 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOUND, EXAMPLES, AgentProcess, agent_env, write_config
+from e2e_helpers import (
+    BOUND,
+    EXAMPLES,
+    AgentProcess,
+    agent_env,
+    write_app,
+    write_config,
+    write_password_file,
+)
 
 from agent.testing.mosquitto import Message, Mosquitto, Observer
 
 pytestmark = pytest.mark.integration
 
-MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"  # Debian's mosquitto package
 DEEP = 5000  # far beyond Python's recursion limit
 
 # What a user runs: the agent command, and an app's own script calling App.cli().
@@ -113,18 +121,9 @@ WARNING_TEXT = "other users can read it"
 def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """A private mosquitto that accepts only our two users, each with its password."""
     folder = tmp_path_factory.mktemp("secured-mosquitto")
-    passwords = folder / "passwd"
-    for user, password, create in (
-        (AGENT_USER, AGENT_PASSWORD, ["-c"]),
-        (OBSERVER_USER, OBSERVER_PASSWORD, []),
-    ):
-        subprocess.run(
-            [MOSQUITTO_PASSWD, "-b", *create, str(passwords), user, password],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    passwords.chmod(0o600)
+    passwords = write_password_file(
+        folder / "passwd", {AGENT_USER: AGENT_PASSWORD, OBSERVER_USER: OBSERVER_PASSWORD}
+    )
     server = Mosquitto(["allow_anonymous false", f"password_file {passwords}"], directory=folder)
     server.start()
     try:
@@ -217,3 +216,97 @@ def test_world_readable_password_file_warns_once(
     assert f"{secret} (mqtt.password_file) holds a secret and {WARNING_TEXT}" in line
     assert f"chmod 0640 {secret}" in line and f"chmod 0600 {secret}" in line
     assert str(config) not in line
+
+
+LEAKY_APP = """
+import agent
+
+app = agent.App("leaky", heartbeat_interval=1)
+
+
+@app.command("login")
+def login(payload: str, settings: agent.Settings) -> dict:
+    # A library that quotes the credentials it was given in its exception, as some do.
+    secret = settings.mqtt.resolved_password()
+    raise RuntimeError(f"login as {settings.mqtt.username}:{secret} refused ({payload})")
+
+
+@app.telemetry("meter", interval=0.5)
+def meter() -> dict:
+    return {"ok": True}
+"""
+
+
+def test_the_password_never_leaves_the_agent_even_at_debug(
+    secured_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Not in the log at DEBUG (paho's own lines included), not on the wire (heartbeats,
+    states, error payloads quoting an exception that holds it), not in ``agent describe``."""
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(AGENT_PASSWORD + "\n")
+    secret.chmod(0o600)
+    config = write_app(tmp_path, secured_broker.port, LEAKY_APP)
+    text = config.read_text().replace('level = "INFO"', 'level = "DEBUG"')
+    text = text.replace(
+        "[mqtt]\n", f'[mqtt]\nusername = "{AGENT_USER}"\npassword_file = "{secret}"\n'
+    )
+    config.write_text(text)
+    agent = AgentProcess(config)
+    try:
+        with closing(
+            Observer(
+                secured_broker.host,
+                secured_broker.port,
+                client_id="e2e-everything",
+                username=OBSERVER_USER,
+                password=OBSERVER_PASSWORD,
+            )
+        ) as everything:  # subscribed to '#': every byte the agent publishes
+            everything.wait_for("leaky/status", is_heartbeat, timeout=BOUND)
+            everything.publish("leaky/login/set", "now")
+            error = everything.wait_for("leaky/login/error", timeout=BOUND)
+            assert "login as gasagent:*** refused" in json.loads(error.payload)["message"]
+            everything.wait_for("leaky/status", is_heartbeat, timeout=BOUND)  # one more beat
+            wire = b"\n".join(m.topic.encode() + b" " + m.payload for m in everything.messages())
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        agent.kill()
+    assert AGENT_PASSWORD.encode() not in wire
+    log = agent.log()
+    assert " DEBUG " in log and "login as gasagent:*** refused" in log
+    assert AGENT_PASSWORD not in log
+    described = subprocess.run(
+        [sys.executable, "-m", "agent", "describe", "--config", str(config), "--json"],
+        cwd=tmp_path,
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert described.returncode == 0, described.stderr
+    assert AGENT_PASSWORD not in described.stdout + described.stderr
+
+
+def test_a_refused_password_is_named_as_the_problem_and_never_shown(
+    secured_broker: Mosquitto, tmp_path: Path
+) -> None:
+    wrong = "Wrong-e2e-9z9z"
+    config = write_config(
+        tmp_path,
+        secured_broker.port,
+        mqtt_extra=f'username = "{AGENT_USER}"\npassword = "{wrong}"\n',
+    )
+    config.chmod(0o600)
+    text = config.read_text().replace('level = "INFO"', 'level = "DEBUG"')
+    config.write_text(text)
+    agent = AgentProcess(config)
+    try:
+        deadline = time.monotonic() + BOUND
+        while "still cannot connect" not in agent.log() and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded: the second refusal is logged within the backoff
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        agent.kill()
+    log = agent.log()
+    assert "check mqtt.username and the password" in log, log
+    assert wrong not in log and AGENT_PASSWORD not in log

@@ -2,19 +2,21 @@
 
 ``python -m agent`` runs under Debian's libfaketime, whose offset the test rewrites while
 the agent runs: the wall clock steps forward by a year, then back by an hour, as NTP does
-to a Raspberry Pi without a real-time clock. ``FAKETIME_DONT_FAKE_MONOTONIC=1`` leaves
-``CLOCK_MONOTONIC`` alone, so the process's monotonic clock is the machine's — the same as
-this test's — and every ``mono`` below can be compared with the test's own clock.
+to a Raspberry Pi without a real-time clock, then back by two years (to a year behind).
+``FAKETIME_DONT_FAKE_MONOTONIC=1`` leaves ``CLOCK_MONOTONIC`` alone, so the process's
+monotonic clock is the machine's — the same as this test's — and every ``mono`` below can be
+compared with the test's own clock.
 
 Proven, over the whole run and in a window around each step:
 
 * the steps reach the process: the ``wall`` of the readings jumps by +1 year, then by
-  -1 hour, exactly where the test stepped;
+  -1 hour, then to -1 year, exactly where the test stepped;
 * a 0.2 s telemetry device keeps its cadence: no two readings closer than 0.1 s (no
   catch-up burst), none further apart than 0.35 s (no stall), every reading on the
   drift-free 0.2 s grid, 15 ± 1 readings in the 3 s around each step, ``n`` without gaps;
 * a device with ``Every(seconds=1.0)`` (read every 0.2 s) publishes about once a second
-  throughout: neither at once after the forward step nor an hour later after the back step;
+  throughout: neither at once after the forward step nor an hour later after the back
+  steps;
 * the heartbeat (every 0.5 s) has a strictly increasing ``uptime_s`` that grows by about
   0.5 s a beat: never a year more, never negative;
 * the agent runs and shuts down normally under libfaketime (exit code 0).
@@ -67,8 +69,8 @@ YEAR = 365 * 86400  # libfaketime's "y" is 365 days
 HOUR = 3600
 PERIOD = 0.2  # the fast device's interval
 BEFORE_FIRST_STEP = 2.0  # real seconds of readings on the true wall clock
-BETWEEN_STEPS = 2.5  # ... after the first step (+1 year)
-AFTER_LAST_STEP = 2.5  # ... after the second step (-1 hour)
+BETWEEN_STEPS = 2.5  # ... after the first step (+1 year), and after the second (-1 hour)
+AFTER_LAST_STEP = 2.5  # ... after the last step (to -1 year)
 WINDOW = (-1.0, 2.0)  # the window around each step, seconds (15 readings)
 
 APP = """
@@ -160,6 +162,8 @@ def test_a_stepped_wall_clock_changes_no_cadence_every_or_uptime_of_a_real_agent
         forward = step(timestamp_file, f"+{YEAR}")
         time.sleep(BETWEEN_STEPS)
         back = step(timestamp_file, f"+{YEAR - HOUR}")
+        time.sleep(BETWEEN_STEPS)
+        behind = step(timestamp_file, f"-{YEAR}")
         time.sleep(AFTER_LAST_STEP)
         assert agent.terminate() == 0, agent.log()
     finally:
@@ -173,17 +177,17 @@ def test_a_stepped_wall_clock_changes_no_cadence_every_or_uptime_of_a_real_agent
 
     # The steps reached the process, where and when the test made them.
     skew = fast[0]["wall"] - fast[0]["mono"]  # wall minus monotonic, before any step
-    offsets = [0.0, float(YEAR), float(YEAR - HOUR)]
-    edges = [forward, back]
+    offsets = [0.0, float(YEAR), float(YEAR - HOUR), float(-YEAR)]
+    edges = [forward, back, behind]
 
     def era(reading: dict) -> int:
         moved = reading["wall"] - reading["mono"] - skew
         near = [i for i, offset in enumerate(offsets) if abs(moved - offset) < 5]
-        assert near, f"wall clock moved by {moved:.0f} s, not by 0, +1 y or +1 y - 1 h"
+        assert near, f"wall clock moved by {moved:.0f} s, not by 0, +1 y, +1 y - 1 h or -1 y"
         return near[0]
 
     eras = [era(r) for r in fast]
-    assert eras == sorted(eras) and set(eras) == {0, 1, 2}, eras
+    assert eras == sorted(eras) and set(eras) == {0, 1, 2, 3}, eras
     for reading, index in zip(fast, eras, strict=True):
         for number, (before, after) in enumerate(edges, start=1):
             if reading["mono"] < before - 0.1:
@@ -208,13 +212,13 @@ def test_a_stepped_wall_clock_changes_no_cadence_every_or_uptime_of_a_real_agent
     every = [r["mono"] for r in readings(observer, "wallclock/every/state")]
     assert len(every) >= 6, every
     assert all(0.9 < g < 1.35 for g in gaps(every)), [round(g, 3) for g in gaps(every)]
-    assert every[0] < forward[0] < back[0] < every[-1] - 1.0
+    assert every[0] < forward[0] < back[0] < behind[0] < every[-1] - 1.0
 
-    # The heartbeat's uptime is monotonic and grows by the beat, across both steps.
+    # The heartbeat's uptime is monotonic and grows by the beat, across every step.
     beats = [m.payload for m in observer.messages("wallclock/status")]
     uptimes = [json.loads(b)["uptime_s"] for b in beats if b.startswith(b"{")]
     assert all(g >= 0 for g in gaps(uptimes)), uptimes
     # (the first beat is at connect, the second once every device is up — both within the
     # first tenth of a second —, the scheduled ones every 0.5 s after the start)
     assert all(0.3 <= round(g, 1) <= 0.7 for g in gaps(uptimes[2:])), uptimes
-    assert len(uptimes) >= 2 * (BETWEEN_STEPS + AFTER_LAST_STEP), uptimes
+    assert len(uptimes) >= 2 * (2 * BETWEEN_STEPS + AFTER_LAST_STEP), uptimes

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -444,7 +446,8 @@ def test_a_raising_callback_does_not_kill_the_network_thread(
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"openssl {' '.join(args)} failed:\n{done.stderr}"
 
 
 # Certificates as a real CA issues them. Python 3.13 verifies with VERIFY_X509_STRICT by
@@ -470,6 +473,24 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
 """
 
+# For `openssl ca`, the one way to give a certificate dates in the past on every OpenSSL:
+# `x509 -req` has -not_before/-not_after only from 3.4 on (Debian 12 ships 3.0).
+_ISSUER_CONFIG = """\
+[ca]
+default_ca = issuer
+[issuer]
+database = {name}.index
+serial = {name}.serial
+new_certs_dir = .
+default_md = sha256
+policy = anything
+unique_subject = no
+[anything]
+commonName = supplied
+"""
+
+_SERVER_SAN = "IP:127.0.0.1,DNS:localhost"
+
 
 def _make_ca(directory: Path, name: str) -> None:
     (directory / f"{name}.cnf").write_text(_CA_EXTENSIONS)
@@ -481,8 +502,20 @@ def _make_ca(directory: Path, name: str) -> None:
     )  # fmt: skip
 
 
-def _make_cert(directory: Path, ca: str, name: str, san: str, usage: str) -> None:
-    """A leaf certificate signed by ``ca``; ``usage`` is serverAuth or clientAuth."""
+def _make_cert(
+    directory: Path,
+    ca: str,
+    name: str,
+    san: str,
+    usage: str,
+    *,
+    valid: tuple[datetime, datetime] | None = None,
+) -> None:
+    """A leaf certificate signed by ``ca``; ``usage`` is serverAuth or clientAuth.
+
+    ``valid`` (not before, not after) replaces the default "from now for 2 days", e.g. to
+    make a certificate that has already expired.
+    """
     (directory / f"{name}.cnf").write_text(_CA_EXTENSIONS)  # only its [req] part is used
     _openssl(
         "req", "-newkey", "rsa:2048", "-nodes", "-config", f"{name}.cnf",
@@ -490,37 +523,117 @@ def _make_cert(directory: Path, ca: str, name: str, san: str, usage: str) -> Non
         cwd=directory,
     )  # fmt: skip
     (directory / f"{name}.ext").write_text(_LEAF_EXTENSIONS.format(usage=usage, san=san))
+    if valid is None:
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+            cwd=directory,
+        )  # fmt: skip
+        return
+    not_before, not_after = (f"{t.astimezone(timezone.utc):%y%m%d%H%M%S}Z" for t in valid)
+    (directory / f"{name}.index").write_text("")
+    (directory / f"{name}.issuer.cnf").write_text(_ISSUER_CONFIG.format(name=name))
     _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+        "ca", "-batch", "-notext", "-config", f"{name}.issuer.cnf", "-rand_serial",
+        "-cert", f"{ca}.crt", "-keyfile", f"{ca}.key",
+        "-startdate", not_before, "-enddate", not_after,
+        "-extfile", f"{name}.ext", "-in", f"{name}.csr", "-out", f"{name}.crt",
         cwd=directory,
     )  # fmt: skip
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker with only a TLS listener that also requires a client certificate."""
-    certs = tmp_path / "certs"
-    certs.mkdir()
+def _make_self_signed(directory: Path, name: str, san: str) -> None:
+    """A server certificate signed by its own key: no CA vouches for it."""
+    leaf = _LEAF_EXTENSIONS.format(usage="serverAuth", san=san)
+    (directory / f"{name}.cnf").write_text(f"{_CA_EXTENSIONS}[leaf]\n{leaf}")
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-config", f"{name}.cnf", "-extensions", "leaf",
+        "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+        cwd=directory,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every certificate the TLS tests use, made once: RSA key generation is the slow part.
+
+    ``server`` is issued by ``ca`` for 127.0.0.1; the others are each wrong in one way.
+    """
+    certs = tmp_path_factory.mktemp("certs")
     _make_ca(certs, "ca")
     _make_ca(certs, "other-ca")
-    _make_cert(certs, "ca", "server", "IP:127.0.0.1,DNS:localhost", "serverAuth")
+    _make_cert(certs, "ca", "server", _SERVER_SAN, "serverAuth")
     _make_cert(certs, "ca", "client", "DNS:client", "clientAuth")
-    server = Mosquitto(
+    _make_cert(certs, "ca", "elsewhere", "DNS:elsewhere.example", "serverAuth")
+    now = datetime.now(timezone.utc)
+    past = (now - timedelta(days=3), now - timedelta(days=1))
+    _make_cert(certs, "ca", "expired", _SERVER_SAN, "serverAuth", valid=past)
+    _make_self_signed(certs, "self-signed", _SERVER_SAN)
+    return certs
+
+
+def _tls_mosquitto(directory: Path, certs: Path, server_cert: str, *extra: str) -> Mosquitto:
+    """A broker with only a TLS listener presenting ``server_cert`` (not started)."""
+    broker = Mosquitto(
         [
             f"cafile {certs / 'ca.crt'}",
-            f"certfile {certs / 'server.crt'}",
-            f"keyfile {certs / 'server.key'}",
-            "require_certificate true",
+            f"certfile {certs / f'{server_cert}.crt'}",
+            f"keyfile {certs / f'{server_cert}.key'}",
+            *extra,
         ],
-        directory=tmp_path / "broker",
+        directory=directory,
     )
-    server.certs = certs  # type: ignore[attr-defined]
+    broker.certs = certs  # type: ignore[attr-defined]
+    return broker
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, tls_certs: Path) -> Iterator[Mosquitto]:
+    """A broker with only a TLS listener that also requires a client certificate."""
+    server = _tls_mosquitto(tmp_path / "broker", tls_certs, "server", "require_certificate true")
     server.start()
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def tls_broker_presenting(tmp_path: Path, tls_certs: Path) -> Iterator[Callable[[str], Mosquitto]]:
+    """Starts a TLS broker presenting the named certificate of ``tls_certs``.
+
+    It asks for no client certificate, so a refusal can only be our client's verdict on
+    the broker's certificate.
+    """
+    made: list[Mosquitto] = []
+
+    def start(server_cert: str) -> Mosquitto:
+        broker = _tls_mosquitto(tmp_path / f"broker-{server_cert}", tls_certs, server_cert)
+        made.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in made:
+        broker.close()
+
+
+def _refused_and_retried(
+    broker: Mosquitto, settings: MqttSettings, clients: list[MqttClient], log_watch: LogWatch
+) -> str:
+    """Start a client the broker's certificate must not satisfy; check it never connects
+    and keeps retrying, and return its one WARNING for the caller to check the reason."""
+    client, _, connects = started(clients, settings, wait=False)
+    log_watch.wait_for("still cannot connect")  # a second attempt failed the same way
+    warnings = [r.getMessage() for r in log_watch.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "MQTT cannot connect to" in warnings[0], warnings
+    assert "CERTIFICATE_VERIFY_FAILED" in warnings[0]
+    assert not client.connected and connects.count == 0
+    assert log_watch.count("MQTT connected") == 0
+    # Nothing past the handshake: the broker never saw an MQTT CONNECT from us.
+    assert "New client connected" not in broker.log_text()
+    return warnings[0]
 
 
 def test_tls_with_the_right_ca_and_a_client_certificate_connects(
@@ -537,6 +650,8 @@ def test_tls_with_the_right_ca_and_a_client_certificate_connects(
     client, inbox, _ = started(clients, settings, subscribe=("t/echo",))
     client.publish("t/echo", "over tls")
     assert inbox.get() == ("t/echo", b"over tls", False)
+    # What the refusal tests' "never reached the broker" check relies on:
+    assert "New client connected" in tls_broker.log_text()
 
 
 def test_tls_with_the_wrong_ca_does_not_connect(
@@ -555,6 +670,51 @@ def test_tls_with_the_wrong_ca_does_not_connect(
     log_watch.wait_for("still cannot connect")  # and it keeps refusing on retries
     assert not client.connected
     assert connects.count == 0
+
+
+def test_tls_verifies_by_default_against_the_system_store(
+    tls_broker_presenting: Callable[[str], Mosquitto],
+    clients: list[MqttClient],
+    log_watch: LogWatch,
+) -> None:
+    broker = tls_broker_presenting("server")  # issued by our test CA, for 127.0.0.1
+    warning = _refused_and_retried(broker, settings_for(broker, tls=True), clients, log_watch)
+    # Our test CA is in no system store; mosquitto sends it along (OpenSSL completes the
+    # chain from its cafile), so OpenSSL finds an untrusted root rather than no issuer.
+    untrusted = "self[- ]signed certificate in certificate chain|unable to get local issuer"
+    assert re.search(untrusted, warning)
+    assert "comes from a CA this machine does not trust: set mqtt.ca_file" in warning
+
+
+@pytest.mark.parametrize(
+    ("certificate", "reason", "hint"),
+    [
+        # DNS:elsewhere.example only
+        ("elsewhere", "IP address mismatch, certificate is not valid for '127.0.0.1'",
+         "mqtt.host is not a name the broker's certificate lists"),
+        # issued by the right CA, for this host, valid until yesterday
+        ("expired", "certificate has expired", "renew it, or check this machine's clock"),
+        # its own issuer (OpenSSL 3 / 1.1 spell it differently); not "in certificate chain":
+        # the broker's own certificate, depth 0
+        ("self-signed", "self[- ]signed certificate(?! in certificate chain)",
+         "the broker presents a self-signed certificate"),
+    ],
+    ids=["another host", "expired", "self-signed"],
+)  # fmt: skip
+def test_tls_refuses_a_certificate_that_is_wrong_and_says_why(
+    tls_broker_presenting: Callable[[str], Mosquitto],
+    tls_certs: Path,
+    clients: list[MqttClient],
+    log_watch: LogWatch,
+    certificate: str,
+    reason: str,
+    hint: str,
+) -> None:
+    broker = tls_broker_presenting(certificate)
+    settings = settings_for(broker, tls=True, ca_file=str(tls_certs / "ca.crt"))
+    warning = _refused_and_retried(broker, settings, clients, log_watch)
+    assert re.search(reason, warning), warning
+    assert hint in warning
 
 
 def test_a_tls_refusal_after_the_handshake_is_logged_with_its_reason_and_retried(
@@ -600,8 +760,9 @@ class FakePaho:
             self.ack_synchronously(self.next_mid)  # the ack beats publish() returning
         return FakeInfo(self.next_mid)
 
-    def subscribe(self, topic: str, qos: int) -> None:
+    def subscribe(self, topic: str, qos: int) -> tuple[int, int]:
         self.subscribed.append(topic)
+        return 0, 1000 + len(self.subscribed)  # apart from the publishes' mids
 
 
 def _hand_driven() -> tuple[MqttClient, FakePaho, Callable[[], None], Callable[[], None]]:
@@ -718,7 +879,17 @@ def test_an_ack_that_arrives_before_publish_returns_is_not_lost() -> None:
         (
             "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
             "failed: unable to get local issuer certificate (_ssl.c:1006)",
-            "check mqtt.ca_file",
+            "set mqtt.ca_file to that CA's certificate",
+        ),
+        (
+            "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: certificate is not yet valid (_ssl.c:1006)",
+            "check this machine's clock",
+        ),
+        (
+            "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: unsuitable certificate purpose (_ssl.c:1006)",
+            "check mqtt.ca_file and that mqtt.host matches",
         ),
     ],
 )
@@ -788,3 +959,33 @@ def test_only_registered_threads_wait_and_nobody_once_shutdown_begins() -> None:
     assert client.stats()["dropped"] == 2
     client.publish("t/e", "after")  # and nobody waits any more
     assert client.stats()["dropped"] == 3
+
+
+class _Code:
+    """paho 2.x hands SUBACK results as ReasonCode objects (``.value``), 1.6 as ints."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return "Unspecified error" if self.value == 0x80 else f"Granted QoS {self.value}"
+
+
+@pytest.mark.parametrize("refused", [0x80, _Code(0x80)], ids=["paho 1.6", "paho 2.x"])
+def test_a_subscription_the_broker_refuses_is_a_warning_naming_the_topic(
+    refused: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # mosquitto grants every subscription and filters by its ACL on delivery; other brokers
+    # (and ACL plugins) answer SUBACK 0x80, which used to pass without a word.
+    client, fake, connect, _ = _hand_driven()
+    client.subscribe("t/+/set")
+    client.subscribe("t/set")
+    with caplog.at_level(logging.WARNING, logger="agent.mqtt.paho"):
+        connect()
+        first, second = 1001, 1002  # the SUBSCRIBEs' mids, in order
+        client._on_subscribe(fake, None, first, [1])  # granted
+        client._on_subscribe(fake, None, second, [refused])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "refused the subscription to t/set" in warnings[0]
+    assert "check the broker's ACL" in warnings[0]

@@ -83,8 +83,8 @@ def test_keyword_construction_is_checked_like_a_file() -> None:
     assert LoggingSettings(level="debug").level == "DEBUG"
     with pytest.raises(ConfigError, match=r"arguments: port: expected an integer 1-65535, found 0"):
         MqttSettings(port=0)
-    with pytest.raises(TypeError, match="no setting 'hots'"):
-        MqttSettings(hots="x")
+    with pytest.raises(TypeError, match="no setting 'hostt'"):
+        MqttSettings(hostt="x")
 
 
 def test_instances_do_not_share_mutable_defaults() -> None:
@@ -155,11 +155,11 @@ def test_environment_names_are_case_insensitive_and_others_ignored() -> None:
 
 
 def test_unknown_field_of_known_section_in_environment() -> None:
-    err = load_error(environ={"MQTT__HOTS": "x"})
+    err = load_error(environ={"MQTT__HOSTT": "x"})
     assert err.source == "environment"
-    assert err.key == "mqtt.hots"
+    assert err.key == "mqtt.hostt"
     assert str(err) == (
-        'environment: mqtt.hots (MQTT__HOTS): unknown setting (did you mean "MQTT__HOST"?)'
+        'environment: mqtt.hostt (MQTT__HOSTT): unknown setting (did you mean "MQTT__HOST"?)'
     )
 
 
@@ -239,9 +239,9 @@ def test_toml_int_accepted_for_float_and_for_numeric_literal(tmp_path: pathlib.P
 
 
 def test_toml_unknown_keys_suggest_a_close_match(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path, "agent.toml", '[mqtt]\nhots = "x"\n')
+    path = write(tmp_path, "agent.toml", '[mqtt]\nhostt = "x"\n')
     assert str(load_error(config_file=path)) == (
-        f'{path}: mqtt.hots: unknown key (did you mean "mqtt.host"?)'
+        f'{path}: mqtt.hostt: unknown key (did you mean "mqtt.host"?)'
     )
     path = write(tmp_path, "b.toml", '[mqqt]\nhost = "x"\n')
     err = load_error(config_file=path)

@@ -296,7 +296,7 @@ def _check_devices(
             if name in names:
                 report.detail(
                     "name",
-                    f"a second device named {json.dumps(name)} (the first is "
+                    f"a second device named {_show(name)} (the first is "
                     f"{names[name]}); give each device its own name",
                 )
                 continue
@@ -319,7 +319,8 @@ def _check_device(table: Mapping[str, Any], at: str, report: _Collector) -> Daem
     if device_type is None:
         report.detail(
             "type",
-            f"unknown device type {json.dumps(type_name)}{_suggest(type_name, list(BUILTINS))}"
+            # _show: the value cut to a short quote, whatever its length (one clear line).
+            f"unknown device type {_show(type_name)}{_suggest(type_name, list(BUILTINS))}"
             f"; the built-in types are {', '.join(sorted(BUILTINS))}",
         )
         return None
@@ -475,25 +476,54 @@ def _filters(value: Any, report: _Collector) -> tuple[FieldFilter, ...]:
             continue
         params = _filter_params(kind, param)
         if params is None:
-            report(f"{where}.{kind}", _FILTER_PARAMS[kind], _show(param))
+            wrong = _one_euro_problem(param) if kind == "one_euro" else None
+            if wrong is None:
+                report(f"{where}.{kind}", _FILTER_PARAMS[kind], _show(param))
+            else:  # name the key of the table that is wrong, not the whole table
+                key, expected, found = wrong
+                report(f"{where}.{kind}.{key}", expected, found)
             continue
         out.append(FieldFilter(field_name, kind, params))
     return tuple(out)
 
 
-def _filter_params(kind: str, param: Any) -> dict[str, float] | None:
-    def number(x: Any) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+_ONE_EURO_EXPECTED = {
+    "min_cutoff": "a cutoff frequency in Hz, a number > 0",
+    "beta": "a number >= 0",
+    "d_cutoff": "a cutoff frequency in Hz, a number > 0",
+}
 
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _one_euro_problem(param: Any) -> tuple[str, str, str] | None:
+    """``(key, expected, found)`` for the first wrong key of a one_euro table (None when
+    ``param`` is no table at all: then the whole value is the problem)."""
+    if not isinstance(param, dict):
+        return None
+    for key, value in param.items():
+        expected = _ONE_EURO_EXPECTED.get(key)
+        if expected is None:
+            known = list(_ONE_EURO_EXPECTED)
+            return key, "one of " + ", ".join(known) + _suggest(key, known), "an unknown key"
+        too_low = _number(value) and (value < 0 if key == "beta" else value <= 0)
+        if not _number(value) or too_low:
+            return key, expected, _show(value)
+    return None
+
+
+def _filter_params(kind: str, param: Any) -> dict[str, float] | None:
     if kind == "median":
         ok = isinstance(param, int) and not isinstance(param, bool) and 1 <= param <= 1000
         return {"window": param} if ok else None
     if kind == "pt1":
-        return {"tau": float(param)} if number(param) and param > 0 else None
+        return {"tau": float(param)} if _number(param) and param > 0 else None
     if not isinstance(param, dict) or not set(param) <= {"min_cutoff", "beta", "d_cutoff"}:
         return None
     values = {"min_cutoff": 1.0, "beta": 0.0, "d_cutoff": 1.0, **param}
-    if not all(number(v) for v in values.values()):
+    if not all(_number(v) for v in values.values()):
         return None
     if values["min_cutoff"] <= 0 or values["d_cutoff"] <= 0 or values["beta"] < 0:
         return None

@@ -304,7 +304,8 @@ def _unit_problems(entity: Entity, dc: str | None) -> list[str]:
     if unit is None:
         return [f'device_class "{dc}" needs a unit ' + _one_of("", allowed, "units")]
     return [
-        f'unit "{unit}" is not a unit of device_class "{dc}" ' + _one_of(unit, allowed, "units")
+        f'unit {_show(unit)} is not a unit of device_class "{dc}" '
+        + _one_of(unit, allowed, "units")
     ]
 
 

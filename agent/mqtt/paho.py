@@ -9,6 +9,10 @@ How it behaves:
 * ``start()`` returns at once. paho's own network thread (renamed ``mqtt-network``)
   connects in the background and retries forever with capped exponential backoff, also
   when the broker is down, the host name does not resolve or the network is not up yet.
+  With several brokers (``mqtt.hosts``) each failed attempt moves on to the next one.
+* A link that goes silent (a cut network: no FIN, no RST) is dropped after one keepalive
+  without a byte from the broker, a PINGREQ having asked for one after half of it; paho
+  alone would take two keepalives (ADR-013).
 * ``publish()`` never hands paho more than :data:`WINDOW` QoS 1 messages not yet
   acknowledged and :data:`WINDOW_QOS0` QoS 0 ones not yet written. Everything else waits in
   a bounded :class:`~agent.mqtt.outbox.Outbox`: retained messages (states, availability,
@@ -102,6 +106,7 @@ class _PahoClient(mqtt.Client):
     last_io_error: BaseException | None = None
     before_connect: Callable[[], None] | None = None
     last_loop = 0.0  # time.monotonic() when the network loop last came round (watchdog)
+    last_received = 0.0  # time.monotonic() when bytes last came from the broker
     direct_write = False  # see write_now(); plain TCP only
     on_ack: Callable[[int], None] | None = None  # a QoS > 0 message was acknowledged
     after_write: Callable[[], None] | None = None  # the network thread wrote packets
@@ -200,13 +205,44 @@ class _PahoClient(mqtt.Client):
                 wake.send(b"0")
         return rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN)
 
+    # -- watching the link (issue 14) -----------------------------------------------------
+    #
+    # paho alone notices a cut network only after 2 x keepalive: it sends its PINGREQ when
+    # nothing went out or came in for a keepalive, and gives up when the PINGRESP is still
+    # missing a keepalive later. The broker gives up after 1.5 x keepalive. Here the inbound
+    # side is watched on its own: after keepalive / 2 without a byte from the broker a PINGREQ
+    # asks for one, and after a whole keepalive without one the link is dropped (as paho's
+    # own keepalive timeout would drop it) and the reconnecting starts. So a cut is noticed
+    # within a keepalive plus one loop round (<= 1 s), at the cost of at most one extra
+    # PINGREQ per keepalive / 2 on a link where the broker has nothing to say.
+
     def loop_misc(self) -> Any:
         # paho's loop calls this once per round (at least every second while connected).
-        self.last_loop = time.monotonic()
+        self.last_loop = now = time.monotonic()
+        if self._sock is not None and self._keepalive and self.is_connected():
+            silent = now - self.last_received
+            if silent >= self._keepalive:
+                return self._drop_silent_link(silent)
+            if silent >= self._keepalive / 2 and not self._ping_t:
+                try:
+                    self._send_pingreq()
+                except Exception as exc:  # paho's own check closes the link then
+                    logger.debug("MQTT: PINGREQ not queued: %r", exc)
         return super().loop_misc()
 
+    def _drop_silent_link(self, silent: float) -> Any:
+        # paho's own "no PINGRESP within keepalive" path in loop_misc(), for each version.
+        logger.info("MQTT: nothing from the broker for %.1f s, dropping the link", silent)
+        self._sock_close()
+        if PAHO_V2:
+            self._state = mqtt._ConnectionState.MQTT_CS_CONNECTION_LOST
+            self._do_on_disconnect(packet_from_broker=False, v1_rc=mqtt.MQTT_ERR_KEEPALIVE)
+        else:
+            self._do_on_disconnect(mqtt.MQTT_ERR_KEEPALIVE)
+        return mqtt.MQTT_ERR_CONN_LOST
+
     def reconnect(self) -> Any:
-        self.last_loop = time.monotonic()
+        self.last_loop = self.last_received = time.monotonic()
         self.last_connect_error = None
         self.last_io_error = None
         if self.before_connect is not None:
@@ -220,11 +256,13 @@ class _PahoClient(mqtt.Client):
 
     def _sock_recv(self, bufsize: int) -> Any:
         try:
-            return super()._sock_recv(bufsize)
+            data = super()._sock_recv(bufsize)
         except BlockingIOError:
             raise
         except OSError as exc:
             raise self._as_connection_error(exc) from exc
+        self.last_received = time.monotonic()
+        return data
 
     def _sock_send(self, buf: Any) -> Any:
         try:
@@ -252,6 +290,26 @@ _HINTS = (
         (needle, "a certificate lacks an extension Python 3.13's strict verification needs: "
          "reissue the CA / broker certificate with it (docs/packaging.md, TLS)")
         for needle in ("key usage", "Authority Key Identifier", "Basic Constraints")
+    ),
+    # OpenSSL's reason for a failed verification, most specific first.
+    ("certificate has expired", "the broker's certificate has expired: renew it, or check "
+     "this machine's clock"),
+    ("certificate is not yet valid", "the broker's certificate is not valid yet: check this "
+     "machine's clock"),
+    ("mismatch, certificate is not valid for", "mqtt.host is not a name the broker's "
+     "certificate lists (subjectAltName): connect by one of those, or reissue it"),
+    # mosquitto sends its CA along: an untrusted private CA reads "self-signed ... in chain".
+    *(
+        (needle, "the broker's certificate comes from a CA this machine does not trust: set "
+         "mqtt.ca_file to that CA's certificate")
+        for needle in ("self-signed certificate in certificate chain",
+                       "self signed certificate in certificate chain",
+                       "unable to get local issuer certificate")
+    ),
+    *(
+        (needle, "the broker presents a self-signed certificate: have it issued by the CA in "
+         "mqtt.ca_file, or set mqtt.ca_file to this certificate to pin it")
+        for needle in ("self-signed certificate", "self signed certificate")
     ),
     ("CERTIFICATE_VERIFY_FAILED", "the broker's certificate did not verify: check mqtt.ca_file "
      "and that mqtt.host matches the certificate"),
@@ -287,10 +345,11 @@ class _AttemptLog:
     """
 
     def __init__(self, address: str, max_delay: float) -> None:
-        self._address = address
+        self.address = address  # the broker being tried (MqttClient moves it on)
         self._max_delay = max_delay
-        self._reasons: Counter[str] = Counter()
+        self._reasons: Counter[tuple[str, str]] = Counter()
         self.failed = 0
+        self.last_failed = False  # the latest attempt failed (no success since)
         self._open = False
 
     def begin(self) -> None:
@@ -301,26 +360,27 @@ class _AttemptLog:
             return
         self._open = False
         self.failed += 1
-        self._reasons[reason] += 1
-        seen = self._reasons[reason]
+        self.last_failed = True
+        self._reasons[self.address, reason] += 1
+        seen = self._reasons[self.address, reason]
         if seen == 1:
             logger.warning(
-                "MQTT cannot connect to %s: %s; retrying with backoff up to %.0f s",
-                self._address,
+                "MQTT cannot connect to %s: %s; retrying with backoff up to %g s",
+                self.address,
                 _with_hint(reason),
                 self._max_delay,
             )
         elif seen & (seen - 1) == 0:
             logger.info(
                 "MQTT still cannot connect to %s after %d attempts: %s (%d times)",
-                self._address,
+                self.address,
                 self.failed,
                 reason,
                 seen,
             )
         else:
             logger.debug(
-                "MQTT connect attempt %d to %s failed: %s", self.failed, self._address, reason
+                "MQTT connect attempt %d to %s failed: %s", self.failed, self.address, reason
             )
 
     def succeeded(self) -> int:
@@ -328,6 +388,7 @@ class _AttemptLog:
         failed, self.failed = self.failed, 0
         self._reasons.clear()
         self._open = False
+        self.last_failed = False
         return failed
 
 
@@ -362,6 +423,10 @@ def _resolve_password(settings: MqttSettings) -> str | None:
         with open(settings.password_file, encoding="utf-8") as handle:
             return handle.read().strip()
     return None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _default_client_id(prefix: str) -> str:
@@ -439,7 +504,11 @@ class MqttClient:
             client_id or settings.client_id or _default_client_id(settings.topic_prefix or "agent")
         )
         self._protocol = _protocol(settings.protocol)
-        self._address = f"{settings.host}:{settings.port}"
+        # The brokers to try, in order (mqtt.hosts, else mqtt.host): after a failed attempt
+        # the next one is tried; a link that was up is retried where it was first.
+        self._brokers = settings.brokers()
+        self._broker = 0
+        self._address = _address(*self._brokers[0])
         # One condition guards all state below; flush() waits on it. It is never held
         # while calling into paho: paho calls on_publish holding its own lock, so the
         # opposite order would deadlock.
@@ -456,6 +525,12 @@ class MqttClient:
         self._session_up = False  # CONNACK accepted, connect handling may still run
         self._connected = False  # handling done: the outbox may drain into paho
         self._subscriptions: dict[str, int] = {}
+        self._suback_topics: dict[int, str] = {}  # mid of a SUBSCRIBE -> its topic
+        # The SUBSCRIBEs of the latest connect not acknowledged yet: until they are, the
+        # connection is not established (a link closed meanwhile is a failed attempt).
+        self._connect_mids: set[int] = set()
+        self._connect_note = ""  # the "connected" log line's details, said once confirmed
+        self._delay_before_attempt: Any = None  # paho's backoff when the attempt began
         self._message_callbacks: tuple[MessageCallback, ...] = ()
         self._connect_callbacks: tuple[ConnectCallback, ...] = ()
         self._outbox = Outbox(settings.offline_buffer_size, retained_capacity=retained_topics)
@@ -559,7 +634,7 @@ class MqttClient:
             send_now = self._session_up and self._paho is not None
         if send_now:
             assert self._paho is not None
-            self._paho.subscribe(topic, qos)
+            self._subscribe(self._paho, topic, qos)
 
     def on_message(self, callback: MessageCallback) -> None:
         """Register ``callback(topic, payload, retained)``; runs on the network thread."""
@@ -628,15 +703,16 @@ class MqttClient:
             if not s.clean_session:
                 properties = Properties(PacketTypes.CONNECT)
                 properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+            host, port = self._brokers[0]
             client.connect_async(
-                s.host,
-                s.port,
+                host,
+                port,
                 keepalive=s.keepalive,
                 clean_start=bool(s.clean_session),
                 properties=properties,
             )
         else:
-            client.connect_async(s.host, s.port, keepalive=s.keepalive)
+            client.connect_async(*self._brokers[0], keepalive=s.keepalive)
         logger.info(
             "MQTT connecting to %s as %s (MQTT %s, TLS %s, persistent session %s)",
             self._address,
@@ -704,6 +780,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_ack = lambda mid: self._on_publish(client, None, mid)
         client.after_write = self._after_write
         client.on_socket_open = self._on_socket_open
@@ -723,6 +800,15 @@ class MqttClient:
     def _before_attempt(self) -> None:
         """Runs on the network thread before every connection attempt."""
         with self._cond:
+            self._delay_before_attempt = getattr(self._paho, "_reconnect_delay", None)
+            if self._attempts.last_failed and len(self._brokers) > 1:
+                self._broker = (self._broker + 1) % len(self._brokers)
+                host, port = self._brokers[self._broker]
+                # paho's reconnect() connects to these (and checks TLS host names against
+                # _host), in both 1.6 and 2.x.
+                self._paho._host, self._paho._port = host, port  # type: ignore[union-attr]
+                self._address = self._attempts.address = _address(host, port)
+                logger.debug("MQTT trying the next broker: %s", self._address)
             self._attempts.begin()
         if self._settings.username:
             self._refresh_credentials()
@@ -766,22 +852,20 @@ class MqttClient:
             self._stale = {mid: m.topic for mid, m in self._pending.items() if m.qos > 0}
             self._stale_topics = Counter(self._stale.values())
             callbacks = self._connect_callbacks
-            attempts = self._attempts.succeeded()
             dropped, self._dropped = self._dropped, 0
             self._connections += 1
+            self._connect_note = "yes" if _session_present(flags) else "no"
+            self._suback_topics.clear()
+            self._connect_mids.clear()
         if dropped:
             logger.warning(
                 "MQTT: %d message(s) were dropped from the full outbox since the last connection",
                 dropped,
             )
-        logger.info(
-            "MQTT connected to %s (session present: %s%s)",
-            self._address,
-            "yes" if _session_present(flags) else "no",
-            f", after {attempts} failed attempts" if attempts else "",
-        )
         for topic, qos in topics.items():
-            client.subscribe(topic, qos)
+            self._subscribe(client, topic, qos, at_connect=True)
+        if not topics:
+            self._confirm_connection()
         for callback in callbacks:
             try:
                 callback()
@@ -792,6 +876,46 @@ class MqttClient:
                 self._connected = True
                 self._cond.notify_all()
         self._pump()
+
+    def _subscribe(self, client: Any, topic: str, qos: int, *, at_connect: bool = False) -> None:
+        _, mid = client.subscribe(topic, qos)
+        with self._cond:
+            if len(self._suback_topics) > 1000:  # SUBACKs that never came (links that died)
+                self._suback_topics.clear()
+            self._suback_topics[mid] = topic
+            if at_connect:
+                self._connect_mids.add(mid)
+
+    def _confirm_connection(self) -> None:
+        """Every SUBSCRIBE of the connect acknowledged: the connection is established."""
+        with self._cond:
+            attempts = self._attempts.succeeded()
+            note = self._connect_note
+        logger.info(
+            "MQTT connected to %s (session present: %s%s)",
+            self._address,
+            note,
+            f", after {attempts} failed attempts" if attempts else "",
+        )
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, *args: Any) -> None:
+        # A broker's ACL may refuse a subscription (SUBACK 0x80): without a word here,
+        # commands would just never arrive. paho 1.6: (granted_qos[, properties]);
+        # 2.x: (reason_codes, properties).
+        with self._cond:
+            topic = self._suback_topics.pop(mid, None)
+            last = mid in self._connect_mids and len(self._connect_mids) == 1
+            self._connect_mids.discard(mid)
+        if last:
+            self._confirm_connection()
+        for code in args[0] if args else ():
+            if _code(code) >= 0x80:
+                logger.warning(
+                    "MQTT: the broker refused the subscription to %s (%s): its commands will "
+                    "not arrive; check the broker's ACL for this user",
+                    topic or "a topic",
+                    code,
+                )
 
     def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
         # 1.6: (rc) or (rc, properties); 2.x VERSION2: (flags, reason_code, properties).
@@ -804,20 +928,37 @@ class MqttClient:
             self._qos0_infos.clear()
             self._in_paho[0] = self._handing[0]
             stopping = self._stopping
-            if not was_up and not stopping:
+            # Closed before the SUBACKs of its connect: never established. A RabbitMQ node
+            # whose session queue lives on a node that is down does this at every attempt;
+            # as a failed attempt it gets the growing backoff and the falling log rate.
+            flapped = was_up and bool(self._connect_mids) and not stopping
+            self._connect_mids.clear()
+            if flapped:
+                self._attempts.fail(
+                    f"the broker accepted the connection but closed it before confirming the "
+                    f"subscriptions ({_disconnect_text(rc)})"
+                )
+                with contextlib.suppress(AttributeError):  # paho restarts the backoff at
+                    client._reconnect_delay = self._delay_before_attempt  # each CONNACK
+            elif not was_up and not stopping:
                 # The link dropped after TCP (and TLS) but before the CONNACK.
                 error = getattr(client, "last_io_error", None)
-                self._attempts.fail(
-                    _describe(error, f"connection closed before the broker's CONNACK "
-                              f"({_disconnect_text(rc)})")
-                )  # fmt: skip
+                reason = _describe(
+                    error, f"connection closed before the broker's CONNACK ({_disconnect_text(rc)})"
+                )
+                if self._protocol == mqtt.MQTTv5 and error is None:
+                    reason += (
+                        "; does the broker speak MQTT 5? (RabbitMQ before 3.13 does not: "
+                        'set mqtt.protocol = "3.1.1")'
+                    )
+                self._attempts.fail(reason)
             self._cond.notify_all()
             self._wake_publishers_locked(always=True)  # no waiting for room while away
         if stopping:
             logger.info("MQTT disconnected from %s", self._address)
-        elif was_up:
+        elif was_up and not flapped:
             logger.warning(
-                "MQTT lost connection to %s (%s); reconnecting with backoff %.1f..%.0f s",
+                "MQTT lost connection to %s (%s); reconnecting with backoff %g..%g s",
                 self._address,
                 _disconnect_text(rc),
                 self._settings.reconnect_min_delay,

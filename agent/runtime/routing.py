@@ -78,8 +78,10 @@ class Router:
         details: dict[str, object],
         *,
         count_key: str | None = None,
+        shown: str | None = None,
     ) -> None:
-        """Report the rejected message (rate-limited); the message is dropped."""
+        """Report the rejected message (rate-limited); the message is dropped. ``shown`` is
+        the topic as the log line shows it (default: as it is)."""
         name, is_root = (route.name, route.is_root) if route is not None else (None, False)
         self._reporter.report(
             error,
@@ -87,13 +89,21 @@ class Router:
             is_root=is_root,
             details=details,
             log=log,
-            message=f"rejected a command on {details.get('topic', '?')}: {error}",
+            message=f"rejected a command on {shown or details.get('topic', '?')}: {error}",
             count_key=count_key,
         )
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self._topics.parse_command(topic)
         if parsed is None:
+            problem = self._topics.command_topic_problem(topic)
+            if problem is not None:  # delivered by our subscriptions, but no command
+                self._reject(
+                    LookupError(f"not a command topic: {problem}"),
+                    None,
+                    {"topic": topic},
+                    shown=ascii(topic),  # the log line gets no raw control characters
+                )
             return
         route, sub = self._resolve(*parsed)
         if retained:

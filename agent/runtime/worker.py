@@ -26,7 +26,7 @@ from typing import Any
 
 from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
-from agent.errors import AdapterUnhealthy, RestartsExhausted
+from agent.errors import AdapterUnhealthy, InvalidPayload, RestartsExhausted
 from agent.injection import Lazy, resolve
 from agent.persist import DeviceStore, save_at_shutdown
 from agent.registry import Registration
@@ -263,6 +263,13 @@ class Worker:
             result = handler(**args)
             if result is not None:
                 self.ctx.publish_state(result)
+        except InvalidPayload as exc:
+            # The payload's fault, not the device's: reported like any failure, but it
+            # counts towards no restart, or hostile input could get a sound device given up.
+            report_handler_failure(
+                self._reporter, exc, self.reg.name, self.reg.is_root, {"topic": topic}
+            )
+            return None
         except Exception as exc:
             report_handler_failure(
                 self._reporter, exc, self.reg.name, self.reg.is_root, {"topic": topic}

@@ -6,7 +6,19 @@ does :mod:`agent.logs` (lazily, when a log file cannot be opened).
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["ConfigError"]
+
+# What would break the one line: control characters (newline, carriage return, escape),
+# the C1 controls (U+0085 is a newline to Python and to some terminals, U+009B starts an
+# escape sequence) and Unicode's line and paragraph separators. A key name or a value
+# quoted by code that did not escape it may hold any of them: TOML's quoted keys can.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class ConfigError(Exception):
@@ -53,7 +65,7 @@ class ConfigError(Exception):
         elif self.key or self.variable:
             parts.append(self.key or self.variable or "")
         parts.append(self.detail or f"expected {self.expected}, found {self.found}")
-        return ": ".join(parts)
+        return _BREAKS.sub(_escape, ": ".join(parts))
 
 
 class Problems:

@@ -34,6 +34,12 @@ _PATH_SHOWN = 200  # a path is recognised by its end: show more of it than of ot
 class MqttSettings(Section):
     """How to reach the MQTT broker.
 
+    ``hosts`` lists several brokers (a cluster's nodes, or a spare), each "host" or
+    "host:port", instead of ``host``: they are tried in order, the next one after each
+    failed attempt, round and round; a link that drops is first retried where it was.
+    Between connection attempts the agent waits ``reconnect_min_delay``, doubling up to
+    ``reconnect_max_delay``: 2 s by default, so it is back within about 2 s of a broker's
+    return (an attempt on a broker that is down costs next to nothing).
     ``client_id`` None means "derive one": see :func:`default_client_id`. ``tls`` turns on
     TLS with certificate verification always on (against ``ca_file``, or the system CA
     store when it is None); ``cert_file`` and ``key_file`` add a client certificate.
@@ -47,6 +53,7 @@ class MqttSettings(Section):
 
     host: str = "localhost"
     port: Annotated[int, between(1, 65535)] = 1883
+    hosts: list[str] = []  # noqa: RUF012 (a Section copies defaults per instance)
     username: str | None = None
     password: Annotated[str | None, SECRET] = None
     password_file: Annotated[str | None, SECRET_FILE] = None
@@ -60,7 +67,7 @@ class MqttSettings(Section):
     cert_file: str | None = None
     key_file: str | None = None
     reconnect_min_delay: Annotated[float, greater_than(0)] = 1.0
-    reconnect_max_delay: Annotated[float, greater_than(0)] = 60.0
+    reconnect_max_delay: Annotated[float, greater_than(0)] = 2.0
     max_payload_bytes: Annotated[int, at_least(1)] = 256 * 1024
     offline_buffer_size: Annotated[int, at_least(1)] = 1000
 
@@ -89,6 +96,13 @@ class MqttSettings(Section):
         register_secret(secret)
         return secret
 
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order, as (host, port): each entry of ``hosts`` ("host",
+        "host:port" or "[IPv6]:port"; ``port`` where none is given), else ``host``."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        return [_broker(entry, self.port) for entry in self.hosts]
+
     def validate(self) -> None:
         """Cross-field rules; see the class docstring for what each setting means."""
         if self.password is not None and self.password_file is not None:
@@ -116,6 +130,13 @@ class MqttSettings(Section):
                 expected=_PREFIX_RULE,
                 found=f"{_show(self.topic_prefix)} ({problem})",
             )
+        if self.hosts:
+            if self.host != "localhost":
+                raise ConfigError(
+                    key="hosts",
+                    detail="host and hosts are both set; list every broker in hosts instead",
+                )
+            self.brokers()  # a bad entry fails at start-up
         if self.reconnect_min_delay > self.reconnect_max_delay:
             raise ConfigError(
                 key="reconnect_min_delay",
@@ -144,6 +165,22 @@ class MqttSettings(Section):
                 )
 
 
+def _broker(entry: str, default_port: int) -> tuple[str, int]:
+    host, port = entry.strip(), str(default_port)
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        inner, _, rest = host[1:].partition("]")
+        host, port = inner, rest[1:] if rest.startswith(":") else (rest or port)
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(
+            key="hosts",
+            expected='"host", "host:port" or "[IPv6 address]:port" with a port 1-65535',
+            found=_show(entry),
+        )
+    return host, int(port)
+
+
 # What agent.topics.validate_prefix accepts, said for a person editing a config file.
 _PREFIX_RULE = (
     "one or more topic levels separated by '/', each non-empty, without '+', '#', NUL or "
@@ -169,6 +206,30 @@ class LoggingSettings(Section):
     file: str | None = None
     max_file_bytes: Annotated[int, at_least(1)] = 10 * 1024 * 1024
     backup_count: Annotated[int, at_least(0)] = 3
+
+    def validate(self) -> None:
+        # Checked here, not only when logging opens the file, so the error names the file
+        # or variable that set it.
+        if self.file is None:
+            return
+        path = pathlib.Path(self.file)
+        try:
+            target = path if path.exists() else path.parent
+            problem = (
+                "a directory"
+                if path.is_dir()
+                else None
+                if os.access(target, os.W_OK)
+                else f"{target} is missing or not writable"
+            )
+        except OSError as err:  # e.g. a name too long for the file system
+            problem = err.strerror or type(err).__name__
+        if problem is not None:
+            raise ConfigError(
+                key="file",
+                expected="a log file this user can write",
+                found=f"{_show(self.file, limit=_PATH_SHOWN)} ({problem})",
+            )
 
 
 class Settings(Section):

@@ -30,6 +30,18 @@ def _is_corruption(exc: sqlite3.Error) -> bool:
     return "not a database" in text or "malformed" in text
 
 
+def _is_read_only(exc: BaseException) -> bool:
+    """The database, its folder or its -wal/-shm may not be written by us: a read-only
+    folder (WAL needs to create -wal and -shm), a read-only file or file system."""
+    if isinstance(exc, PermissionError):
+        return True
+    name = getattr(exc, "sqlite_errorname", "")
+    if name:
+        return bool(name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")))
+    text = str(exc)
+    return "readonly" in text or "unable to open" in text
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
     if name:
@@ -90,12 +102,37 @@ class SqliteStore(_CommittingStore):
             conn = self._connection()
         except _NotMovedAside:
             return {}  # reported; every save tries to move it again, and fails until it can
+        except (sqlite3.OperationalError, PermissionError) as exc:
+            if not _is_read_only(exc):
+                raise
+            # Loading needs no writing: read what is there; the saves fail (reported, the
+            # state kept in memory) until the folder is writable again.
+            return self._read_only(exc)
         entries: dict[str, bytes] = {}
         for key, text in conn.execute("SELECT key, data FROM store").fetchall():
             try:
                 entries[key] = _dumps(_parse_object(text, "the data"))
             except _Unreadable as exc:
                 self._set_row_aside(conn, key, str(exc))
+        return entries
+
+    def _read_only(self, why: BaseException) -> dict[str, bytes]:
+        logger.warning("%s cannot be written (%s): loading it read-only", self._path, why)
+        wal = self._path.with_name(self._path.name + "-wal")
+        # mode=ro still needs the -shm of a WAL database; with no -wal file left (a clean
+        # close checkpoints and removes it) the main file is all there is: immutable=1.
+        uri = f"file:{self._path}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+        conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        try:
+            rows = conn.execute("SELECT key, data FROM store").fetchall()
+        finally:
+            conn.close()
+        entries: dict[str, bytes] = {}
+        for key, text in rows:
+            try:
+                entries[key] = _dumps(_parse_object(text, "the data"))
+            except _Unreadable as exc:  # set aside by the first load that may write
+                logger.warning("%s: row %r skipped for now: %s", self._path, key, exc)
         return entries
 
     def _write(self, document: dict[str, bytes], changed: dict[str, bytes]) -> None:

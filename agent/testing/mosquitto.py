@@ -42,9 +42,12 @@ class Mosquitto:
     Args:
         extra_config: config lines appended right after the ``listener`` line, so they
             apply to that listener (e.g. ``cafile``/``certfile``/``keyfile`` for TLS, or
-            ``allow_anonymous false`` and ``password_file``).
+            ``allow_anonymous false`` and ``password_file``). Persistence is off unless a
+            ``persistence ...`` line is given here.
         directory: where to write config and log; a fresh temporary directory if None.
         port: the port to listen on; a free one if None.
+        log_types: mosquitto's ``log_type`` lines; ``("all",)`` logs every packet (what
+            tests that read the log need), a long soak wants less.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class Mosquitto:
         *,
         directory: str | os.PathLike[str] | None = None,
         port: int | None = None,
+        log_types: Sequence[str] = ("all",),
     ) -> None:
         if not os.access(MOSQUITTO, os.X_OK):
             raise RuntimeError(INSTALL_HINT)
@@ -64,6 +68,7 @@ class Mosquitto:
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self._extra_config = list(extra_config)
+        self._log_types = list(log_types)
         self._process: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -75,9 +80,11 @@ class Mosquitto:
             if not any(line.startswith("allow_anonymous") for line in self._extra_config)
             else "",
             "set_tcp_nodelay true",
-            "persistence false",
+            "persistence false"
+            if not any(line.startswith("persistence") for line in self._extra_config)
+            else "",
             f"log_dest file {self.log_path}",
-            "log_type all",
+            *(f"log_type {kind}" for kind in self._log_types),
             "connection_messages true",
             # When run as root mosquitto would drop to user "mosquitto", who cannot read
             # our temporary directory; keep the current user.

@@ -461,11 +461,14 @@ def parse_command(payload: str, current: bool) -> bool:
     if text.startswith("{"):
         try:
             data = json.loads(text)
+        except RecursionError:  # '{"state":[[[[...]]]]}': valid JSON, but too deep to parse
+            raise InvalidPayload("not valid JSON: nested too deeply") from None
         except ValueError as exc:
             raise InvalidPayload(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict) or set(data) != {"state"}:
             raise InvalidPayload(
-                f'expected a JSON object {{"state": "ON"}} (ON, OFF or TOGGLE), got {payload!r}'
+                'expected a JSON object {"state": "ON"} (ON, OFF or TOGGLE), '
+                f"got {_quoted(payload)}"
             )
         word = data["state"]
     upper = word.strip().upper() if isinstance(word, str) else None
@@ -473,7 +476,18 @@ def parse_command(payload: str, current: bool) -> bool:
         return not current
     if upper in (ON, OFF):
         return upper == ON
-    raise InvalidPayload(f'expected ON, OFF, TOGGLE or {{"state": "ON"}}, got {payload!r}')
+    raise InvalidPayload(f'expected ON, OFF, TOGGLE or {{"state": "ON"}}, got {_quoted(payload)}')
+
+
+_QUOTED = 60  # characters of a refused payload in its error message: enough to recognise it
+
+
+def _quoted(payload: str) -> str:
+    """``repr(payload)``, cut short: a refused payload of 256 KiB must not be echoed whole
+    into the log line and the error payloads that report it."""
+    if len(payload) <= _QUOTED:
+        return repr(payload)
+    return f"{payload[:_QUOTED]!r}... ({len(payload)} characters)"
 
 
 def _open_output(ctx: DeviceContext, options: OutputOptions, store: DeviceStore | None) -> _OpenPin:

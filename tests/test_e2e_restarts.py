@@ -1,0 +1,184 @@
+"""End to end: the broker killed and restarted 20 times under a running agent.
+
+A real ``python -m agent --config FILE`` with the default backoff (1 s doubling to 2 s), a
+real mosquitto with persistence on (so a session and its queued QoS 1 commands survive a
+SIGTERM restart). The broker is stopped alternately with SIGKILL (a crash) and SIGTERM, and
+started again after a short outage (the last time after 5 s, so the backoff is at its cap).
+Every time:
+
+* the agent is connected again within 2 s of the broker's return (from its own log);
+* it subscribes to each of its command topics exactly once on the new connection (from the
+  broker's log);
+* its heartbeat comes back with the reconnect counted, with its availability and the
+  latest state (to a subscriber that arrived with the broker);
+* after a SIGTERM restart, a QoS 1 command published while the agent is still away (in its
+  backoff) is handled once it is back; every command of the run is handled exactly once;
+* its thread count stays the same and its memory does not grow (VmRSS within 2 MiB of the
+  value after the first restart).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+from contextlib import closing
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from e2e_helpers import BOUND, AgentProcess, write_app
+
+from agent.testing.mosquitto import Message, Mosquitto, Observer
+
+pytestmark = pytest.mark.integration
+
+RESTARTS = 20
+OUTAGE = 0.3  # seconds the broker is away each time ...
+LONG_OUTAGE = 5.0  # ... but the last: long enough for the backoff to reach its cap
+RECONNECT_BOUND = 2.0  # the issue's bound: connected within 2 s of the broker's return
+CLIENT_ID = "restartapp-agent"
+SUBSCRIPTIONS = ("restartapp/set", "restartapp/+/set", "restartapp/+/+/set")
+
+APP = """
+import logging
+import agent
+
+app = agent.App("restartapp", heartbeat_interval=30)
+log = logging.getLogger("restartapp")
+
+
+@app.telemetry("meter", interval=0.5)
+def meter() -> dict:
+    return {"ok": True}
+
+
+@app.command("valve")
+def valve(payload: str) -> dict:
+    log.info("handled %s", payload)
+    return {"last": payload}
+"""
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def heartbeat(message: Message) -> dict | None:
+    if not message.payload.startswith(b"{"):
+        return None
+    data = json.loads(message.payload)
+    return data if data.get("status") == "online" else None
+
+
+def connected_at(log: str, count: int) -> float:
+    """The wall time of the agent's ``count``-th "MQTT connected" line (UTC ISO stamps)."""
+    stamps = re.findall(r"^(\S+) INFO agent\.mqtt\.paho: MQTT connected to", log, re.M)
+    assert len(stamps) >= count, log
+    return datetime.datetime.fromisoformat(stamps[count - 1]).timestamp()
+
+
+def subscriptions_per_connection(broker_log: str) -> list[list[str]]:
+    """The topics the agent subscribed to, one list per connection, from mosquitto's log
+    (a "Received SUBSCRIBE from ID" line, then a tab-indented line per topic)."""
+    connections: list[list[str]] = []
+    collecting = False
+    for line in broker_log.splitlines():
+        text = line.split(": ", 1)[-1]
+        if text.startswith("\t"):
+            if collecting:
+                connections[-1].append(text.strip().split(" (")[0])
+            continue
+        if text.startswith("New client connected") and f" as {CLIENT_ID} " in text:
+            connections.append([])
+        collecting = text == f"Received SUBSCRIBE from {CLIENT_ID}" and bool(connections)
+    return connections
+
+
+def send_command(broker: Mosquitto, payload: str) -> None:
+    """Publish one QoS 1 command and wait for the broker's PUBACK."""
+    if hasattr(mqtt, "CallbackAPIVersion"):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="restart-sender")
+    else:
+        client = mqtt.Client(client_id="restart-sender")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.publish("restartapp/valve/set", payload, qos=1).wait_for_publish(BOUND)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_twenty_broker_restarts_lose_nothing_and_leak_nothing(tmp_path: Path) -> None:
+    broker = Mosquitto(
+        ["persistence true", f"persistence_location {tmp_path}/"], directory=tmp_path / "broker"
+    )
+    broker.start()
+    config = write_app(tmp_path, broker.port, APP)
+    text = config.read_text()
+    text = text.replace("reconnect_min_delay = 0.1\nreconnect_max_delay = 0.5\n", "")
+    config.write_text(text.replace("[mqtt]\n", f'[mqtt]\nclient_id = "{CLIENT_ID}"\n'))
+    agent = AgentProcess(config)
+    sent: list[str] = []
+    samples: list[dict[str, int]] = []
+    reconnect_s: list[float] = []
+    try:
+        with closing(Observer(broker.host, broker.port, client_id="first")) as first:
+            first.wait_for("restartapp/status", lambda m: heartbeat(m) is not None, BOUND)
+        for round_ in range(1, RESTARTS + 1):
+            if round_ % 2:
+                broker.kill()
+            else:
+                broker.stop()  # SIGTERM: mosquitto saves the session to disk
+            time.sleep(LONG_OUTAGE if round_ == RESTARTS else OUTAGE)  # the agent backs off
+            broker.start()
+            back = time.time()
+            if round_ % 2 == 0:  # the session survived: this queues for the agent
+                sent.append(f"cmd-{round_}")
+                send_command(broker, sent[-1])
+            with closing(Observer(broker.host, broker.port, client_id=f"obs-{round_}")) as obs:
+                obs.wait_for(
+                    "restartapp/status",
+                    lambda m, r=round_: (heartbeat(m) or {}).get("mqtt", {}).get("reconnects") == r,
+                    BOUND,
+                )
+                obs.wait_for("restartapp/meter/availability", lambda m: m.payload == b"online")
+                obs.wait_for("restartapp/meter/state", timeout=BOUND)
+                if sent:
+                    obs.wait_for(
+                        "restartapp/valve/state",
+                        lambda m: json.loads(m.payload) == {"last": sent[-1]},
+                        BOUND,
+                    )
+            reconnect_s.append(connected_at(agent.log(), round_ + 1) - back)
+            samples.append(proc_status(agent.proc.pid))
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        agent.kill()
+        broker.close()
+    log = agent.log()
+    assert "Traceback" not in log
+
+    print(f"reconnect after the broker's return: max {max(reconnect_s):.2f} s", reconnect_s)
+    assert max(reconnect_s) <= RECONNECT_BOUND, [round(s, 2) for s in reconnect_s]
+    # every command handled exactly once
+    handled = re.findall(r"restartapp: handled (\S+)", log)
+    assert handled == sent, (handled, sent)
+    # each topic subscribed exactly once per connection
+    connections = subscriptions_per_connection(broker.log_text())
+    assert len(connections) == RESTARTS + 1, len(connections)
+    for topics in connections:
+        assert sorted(topics) == sorted(SUBSCRIPTIONS), topics
+    # flat threads and memory
+    threads = {s["Threads"] for s in samples}
+    assert len(threads) == 1, samples
+    rss_kib = [s["VmRSS"] for s in samples]
+    print("VmRSS KiB per restart:", rss_kib)
+    assert max(rss_kib) - rss_kib[0] <= 2048, rss_kib
