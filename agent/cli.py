@@ -171,8 +171,8 @@ def run_app(app: App, argv: list[str] | None = None, *, prog: str | None = None)
         return EX_CONFIG
     try:
         configure_logging(settings.logging, service=app.name, version=app.version)
-    except ConfigError as exc:  # the log file cannot be opened after all (load checked it)
-        print(f"{parser.prog}: configuration error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # the log file cannot be opened
+        print(f"{parser.prog}: configuration error: {settings.blame(exc)}", file=sys.stderr)
         return EX_CONFIG
     if args.dry_run:
         app.dry_run = True

@@ -44,7 +44,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from agent.clock import utc_now
-from agent.logs import redact_data
+from agent.logs import redact, redact_data
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -151,16 +151,16 @@ class ErrorPayload:
 
     def to_dict(self) -> dict[str, object]:
         """Return the payload as plain JSON data (non-JSON ``details`` values as ``repr``),
-        every registered secret (:func:`agent.logs.register_secret`) replaced by ``***``:
-        an exception's text may quote a password, and this goes on the wire."""
-        data = {
+        every registered secret (:func:`agent.logs.register_secret`) in the message and the
+        details replaced by ``***``: an exception's text may quote a password, and this goes
+        on the wire."""
+        return {
             "error_type": self.error_type,
-            "message": self.message,
+            "message": redact(self.message),
             "device": self.device,
             "timestamp": self.timestamp,
-            "details": _json_safe(self.details),
+            "details": redact_data(_json_safe(self.details)),
         }
-        return redact_data(data)  # type: ignore[return-value]
 
     def to_json(self) -> str:
         """Serialise to a compact JSON string."""

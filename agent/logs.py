@@ -74,14 +74,15 @@ def redact(text: str) -> str:
 
 
 def redact_data(value: object) -> object:
-    """:func:`redact` every string in plain JSON data (dict keys too), for what goes on the
-    wire: redacting the JSON text instead would miss a secret JSON escapes (a quote in it)."""
+    """:func:`redact` every string value in plain JSON data, for what goes on the wire:
+    redacting the JSON text instead would miss a secret JSON escapes (a quote in it). Keys
+    are left alone (names a consumer parses, and two could become one)."""
     if not _secrets:
         return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {redact_data(k): redact_data(v) for k, v in value.items()}
+        return {k: redact_data(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_data(item) for item in value]
     return value
@@ -240,12 +241,13 @@ def configure_logging(settings: LoggingSettings, *, service: str, version: str =
             )
         except OSError as err:
             from agent.settings import ConfigError  # settings imports this module
+            from agent.settings.conversion import _show
 
             raise ConfigError(
                 source="settings",
                 key="logging.file",
                 expected="a file the agent can write",
-                found=f'"{settings.file}" ({err.strerror})',
+                found=f"{_show(settings.file, limit=200)} ({err.strerror})",
             ) from None
 
     for handler in handlers:

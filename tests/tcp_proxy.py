@@ -36,6 +36,19 @@ class TcpProxy:
         self._flowing.clear()
 
     def restore(self) -> None:
+        # Connection attempts made during the cut wait in the listen backlog; on a real cut
+        # their SYNs were lost. Forwarding them now would hand the broker stale CONNECTs
+        # (a will, the client id of a live session): close them unanswered.
+        self._listener.setblocking(False)
+        try:
+            while True:
+                try:
+                    stale, _ = self._listener.accept()
+                except BlockingIOError:
+                    break
+                stale.close()
+        finally:
+            self._listener.setblocking(True)
         self._flowing.set()
 
     def close(self) -> None:

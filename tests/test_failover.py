@@ -50,6 +50,8 @@ def test_hosts_are_host_or_host_and_port(hosts: list[str], brokers: list[tuple[s
         ('hosts = ["a:x"]', 'mqtt.hosts: expected "host", "host:port"'),
         ('hosts = ["a:70000"]', 'found "a:70000"'),
         ('hosts = [""]', 'found ""'),
+        ('hosts = ["[::1"]', 'found "\\[::1"'),
+        ('hosts = ["a:\u00b2"]', "expected"),
         ('host = "a"\nhosts = ["b"]', "host and hosts are both set"),
     ],
 )

@@ -838,16 +838,15 @@ def test_a_key_or_value_with_line_breaks_stays_on_one_line(cli: Cli) -> None:
 
 
 def test_a_log_file_that_cannot_be_opened_is_a_configuration_error(cli: Cli) -> None:
-    """It was refused only when logging opened it (a traceback, exit 1); now loading refuses
-    it: one line naming the config file and the key, exit 78."""
+    """Refused when logging opens it (as the service's user: `agent check` run by another
+    user, or before systemd made /var/log/agent, must not judge it): that was a traceback
+    and exit 1; now one line naming the config file and the key, exit 78."""
     for seed in (APP_CONFIG, SHIPPED):
         text = seed.replace("[logging]\n", '[logging]\nfile = "/nonexistent/dir/agent.log"\n')
         outcome = cli.run(text)
         assert_clean(outcome, cli.config)
         assert outcome.code == 78 and len(outcome.lines) == 1, outcome.stderr
-        assert (
-            f"{cli.config}: logging.file: expected a log file this user can write" in outcome.stderr
-        )
+        assert f"{cli.config}: logging.file: expected a file the agent can write" in outcome.stderr
 
 
 # -- the real command ----------------------------------------------------------------------

@@ -989,3 +989,69 @@ def test_a_subscription_the_broker_refuses_is_a_warning_naming_the_topic(
     assert len(warnings) == 1, warnings
     assert "refused the subscription to t/set" in warnings[0]
     assert "check the broker's ACL" in warnings[0]
+
+
+def _sound_link(keepalive: int) -> tuple[Any, socket.socket]:
+    """A paho client of MqttClient's, connected (as far as paho knows) over a socket pair."""
+    import paho.mqtt.client as paho
+
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=1, keepalive=keepalive))
+    inner = client._build_client()
+    ours, theirs = socket.socketpair()
+    inner._sock = ours
+    inner._keepalive = keepalive
+    inner._state = (
+        paho._ConnectionState.MQTT_CS_CONNECTED
+        if hasattr(paho, "_ConnectionState")
+        else paho.mqtt_cs_connected
+    )
+    return inner, theirs
+
+
+def test_the_link_watch_pings_a_quiet_link_and_never_drops_a_sound_one() -> None:
+    # Half a keepalive without a byte from the broker, and nothing sent for a whole one
+    # (commands in, no answers out): the watch's PINGREQ must not make paho 1.6's own
+    # check, in the same round, close the link.
+    inner, broker_side = _sound_link(keepalive=10)
+    dropped: list[object] = []
+    inner.on_disconnect = lambda *args: dropped.append(args)
+    now = time.monotonic()
+    inner.last_received = now - 6
+    with inner._msgtime_mutex:
+        inner._last_msg_out = now - 11
+        for name in ("_last_msg_in", "_last_bytes_received"):  # 1.6 / 2.x
+            if hasattr(inner, name):
+                setattr(inner, name, now - 6)
+    inner.loop_misc()
+    assert dropped == [] and inner._sock is not None
+    assert inner._ping_t  # a PINGREQ is on its way
+    inner.loop_write()
+    assert broker_side.recv(16) == b"\xc0\x00"  # PINGREQ
+    # A whole keepalive without a byte: dropped, once.
+    inner.last_received = time.monotonic() - 10
+    inner.loop_misc()
+    assert len(dropped) == 1 and inner._sock is None
+    broker_side.close()
+
+
+def test_messages_whose_topic_is_not_utf8_are_dropped_and_logged_at_a_falling_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, fake, _, _ = _hand_driven()
+    got: list[str] = []
+    client.on_message(lambda topic, payload, retained: got.append(topic))
+
+    class BadTopic:  # paho decodes the topic on access, as MQTTMessage.topic does
+        payload, retain = b"x", False
+
+        @property
+        def topic(self) -> str:
+            return b"\xff\xfe".decode("utf-8")
+
+    with caplog.at_level(logging.DEBUG, logger="agent.mqtt.paho"):
+        for _ in range(100):
+            client._on_message(fake, None, BadTopic())
+    assert got == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 7  # the 1st, 2nd, 4th, ... 64th
+    assert warnings[-1] == "MQTT: dropped a message whose topic is not UTF-8 (64 so far)"

@@ -194,7 +194,8 @@ class DaemonConfig:
             "Home Assistant discovery " + ("on" if self.settings.homeassistant.enabled else "off")
         )
         mqtt = self.settings.mqtt
-        parts.append(f"broker {mqtt.host}:{mqtt.port}" + (" (TLS)" if mqtt.tls else ""))
+        brokers = ", ".join(f"{host}:{port}" for host, port in mqtt.brokers())
+        parts.append(f"broker {brokers}" + (" (TLS)" if mqtt.tls else ""))
         return "; ".join(parts)
 
 

@@ -228,6 +228,12 @@ class _PahoClient(mqtt.Client):
                     self._send_pingreq()
                 except Exception as exc:  # paho's own check closes the link then
                     logger.debug("MQTT: PINGREQ not queued: %r", exc)
+                else:
+                    # As paho does after its own PINGREQ: else paho 1.6's keepalive check,
+                    # in this same round, would see a ping outstanding and nothing sent
+                    # for a keepalive, and close a sound link.
+                    with self._msgtime_mutex:
+                        self._last_msg_out = now
         return super().loop_misc()
 
     def _drop_silent_link(self, silent: float) -> Any:
@@ -526,6 +532,7 @@ class MqttClient:
         self._connected = False  # handling done: the outbox may drain into paho
         self._subscriptions: dict[str, int] = {}
         self._suback_topics: dict[int, str] = {}  # mid of a SUBSCRIBE -> its topic
+        self._bad_topics = 0  # messages dropped because their topic is not UTF-8
         # The SUBSCRIBEs of the latest connect not acknowledged yet: until they are, the
         # connection is not established (a link closed meanwhile is a failed attempt).
         self._connect_mids: set[int] = set()
@@ -878,7 +885,9 @@ class MqttClient:
         self._pump()
 
     def _subscribe(self, client: Any, topic: str, qos: int, *, at_connect: bool = False) -> None:
-        _, mid = client.subscribe(topic, qos)
+        rc, mid = client.subscribe(topic, qos)
+        if mid is None or _code(rc) != 0:  # no link: restored at the next connect
+            return
         with self._cond:
             if len(self._suback_topics) > 1000:  # SUBACKs that never came (links that died)
                 self._suback_topics.clear()
@@ -946,7 +955,8 @@ class MqttClient:
                 reason = _describe(
                     error, f"connection closed before the broker's CONNACK ({_disconnect_text(rc)})"
                 )
-                if self._protocol == mqtt.MQTTv5 and error is None:
+                closed_by_broker = "keep" not in _disconnect_text(rc).lower()  # not a timeout
+                if self._protocol == mqtt.MQTTv5 and error is None and closed_by_broker:
                     reason += (
                         "; does the broker speak MQTT 5? (RabbitMQ before 3.13 does not: "
                         'set mqtt.protocol = "3.1.1")'
@@ -969,7 +979,15 @@ class MqttClient:
         try:
             topic = message.topic
         except UnicodeDecodeError:
-            logger.warning("MQTT: dropping a message whose topic is not UTF-8")
+            # Anyone who may publish can send these: the 1st, 2nd, 4th, 8th... at WARNING
+            # (with the count), the rest at DEBUG, so they cannot flood the journal.
+            self._bad_topics += 1
+            seen = self._bad_topics
+            logger.log(
+                logging.WARNING if seen & (seen - 1) == 0 else logging.DEBUG,
+                "MQTT: dropped a message whose topic is not UTF-8 (%d so far)",
+                seen,
+            )
             return
         payload = bytes(message.payload)
         retained = bool(message.retain)

@@ -121,7 +121,8 @@ class SqliteStore(_CommittingStore):
         wal = self._path.with_name(self._path.name + "-wal")
         # mode=ro still needs the -shm of a WAL database; with no -wal file left (a clean
         # close checkpoints and removes it) the main file is all there is: immutable=1.
-        uri = f"file:{self._path}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+        # as_uri() percent-encodes the path: a '?', '#' or '%' in it would change the URI.
+        uri = self._path.absolute().as_uri() + "?mode=ro" + ("" if wal.exists() else "&immutable=1")
         conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
         try:
             rows = conn.execute("SELECT key, data FROM store").fetchall()
