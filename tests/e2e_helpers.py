@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,29 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BOUND = 10.0
+
+
+def subscriptions(broker: object, *retained: str, wildcard: str = "#") -> list[str]:
+    """Topics for an observer of ``wildcard`` that must also get the retained messages on
+    the topics ``retained``.
+
+    mosquitto sends retained messages to every matching subscription: ``wildcard`` is
+    enough. RabbitMQ sends them only to a subscription of that exact topic (as Home
+    Assistant's are), and delivers a message once however many of one client's
+    subscriptions match it.
+    """
+    if getattr(broker, "kind", "mosquitto") == "rabbitmq":
+        return [wildcard, *retained]
+    return [wildcard]
+
+
+def connected_client_ids(broker: object) -> list[str]:
+    """The client id of every connection the broker's log records so far, in order."""
+    if getattr(broker, "kind", "mosquitto") == "rabbitmq":
+        pattern = r"accepting MQTT connection .*, client id: (.*)\)$"
+    else:
+        pattern = r"New client connected from \S+ as (\S+) \("
+    return re.findall(pattern, broker.log_text(), re.M)  # type: ignore[attr-defined]
 
 
 def agent_env() -> dict[str, str]:

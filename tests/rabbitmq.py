@@ -443,3 +443,112 @@ def cluster(n: int = 2, *, directory: str | os.PathLike[str] | None = None) -> C
     """A :class:`Cluster` of ``n`` nodes, not started yet: use it as a context manager
     (``with cluster(2) as c:``) or call ``start()`` and ``close()``."""
     return Cluster(n, directory=directory)
+
+
+_RESET = (
+    # The retained messages: a dets table per vhost, opened by the MQTT plugin a moment after
+    # the vhost starts (so wait for it), kept in memory and written out lazily (so sync it).
+    # Emptied before the vhost goes, because deleting and creating the vhost again reopens
+    # the same file with whatever it held.
+    "Retained = fun Wait(N) -> "
+    "  case [T || T <- dets:all(), is_atom(T), "
+    '              lists:prefix("rabbit_mqtt_retained_", atom_to_list(T))] of '
+    "    [] when N > 0 -> timer:sleep(50), Wait(N - 1); "
+    "    Tables -> Tables "
+    "  end "
+    "end, "
+    "[begin ok = dets:delete_all_objects(T), ok = dets:sync(T) end || T <- Retained(200)], "
+    # The users a test added (SharedNode.add_user).
+    '[rabbit_auth_backend_internal:delete_user(U, <<"tests">>) '
+    ' || [{user, U} | _] <- rabbit_auth_backend_internal:list_users(), U =/= <<"guest">>], '
+    # The vhost: its queues (the MQTT sessions) and connections go with it.
+    'ok = rabbit_vhost:delete(<<"/">>, <<"tests">>), '
+    'ok = rabbit_vhost:add(<<"/">>, <<"tests">>), '
+    "ok = rabbit_auth_backend_internal:set_permissions("
+    '<<"guest">>, <<"/">>, <<".*">>, <<".*">>, <<".*">>, <<"tests">>), '
+    "[_ | _] = Retained(200), "  # open again, empty, before the next test publishes
+)
+
+_FLUSH_LOG = (
+    # RabbitMQ's own file handler (rabbit_logger_std_h) writes with a delay of up to 2 s.
+    "[M:filesync(Id) || #{id := Id, module := M} <- logger:get_handler_config(), "
+    "M =:= logger_std_h orelse M =:= rabbit_logger_std_h], ok."
+)
+
+
+class SharedNode:
+    """One RabbitMQ node for a whole test session, shown to each test as its own broker.
+
+    The ``broker`` fixture (tests/conftest.py) gives a test either a fresh
+    :class:`~agent.testing.mosquitto.Mosquitto` or this. A node takes about 10 s to boot,
+    so there is one; :meth:`reset` (about 0.6 s) gives each test an empty broker: no
+    sessions, no retained messages, no connections. ``start``/``stop``/``kill``/``restart``
+    act on the node itself, as the mosquitto fixture's do on mosquitto, and a test that
+    leaves it stopped gets it booted again by the next :meth:`reset`.
+    """
+
+    kind = "rabbitmq"
+
+    def __init__(self, node: RabbitMQ) -> None:
+        self.node = node
+        self._log_mark = 0
+
+    @property
+    def host(self) -> str:
+        return self.node.host
+
+    @property
+    def port(self) -> int:
+        return self.node.port
+
+    @property
+    def running(self) -> bool:
+        return self.node.running
+
+    def reset(self) -> None:
+        """Boot the node if a test left it down, then empty it."""
+        self.node.start()
+        self.node.ctl("eval", _RESET + _FLUSH_LOG)
+        self._log_mark = len(self._log())
+
+    def add_user(self, name: str, password: str) -> None:
+        """A user with every permission on the MQTT vhost, until the next :meth:`reset`.
+
+        RabbitMQ checks the credentials a client gives even where anonymous logins are
+        allowed (mosquitto's ``allow_anonymous true`` lets any name and password in).
+        """
+        quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+        self.node.ctl(
+            "eval",
+            f'rabbit_auth_backend_internal:add_user(<<"{name}">>, <<"{quoted}">>, <<"tests">>), '
+            f'ok = rabbit_auth_backend_internal:set_permissions(<<"{name}">>, <<"/">>, '
+            '<<".*">>, <<".*">>, <<".*">>, <<"tests">>).',
+        )
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Boot the node; return once MQTT CONNECT is accepted (3-5 s after a stop)."""
+        self.node.start(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the node cleanly (``rabbitmqctl stop``)."""
+        self.node.stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the node, as a crash would."""
+        self.node.kill()
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def _log(self) -> str:
+        path = self.node.log_dir / f"{self.node.nodename}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_text(self) -> str:
+        """The node's log since this test's :meth:`reset` (connections are logged at info:
+        ``accepting MQTT connection ... client id: ID``), with what the node had not yet
+        written out (its logger buffers) written first."""
+        if self.node.running:
+            self.node.ctl("eval", _FLUSH_LOG, check=False)
+        return self._log()[self._log_mark :]

@@ -1,7 +1,7 @@
 """Commands on the wire: what is a command and what is not, through a real broker.
 
 The quick example runs as ``python -m agent`` (see tests/test_e2e.py) against a private
-mosquitto; a real paho client plays the user.
+broker (mosquitto, then RabbitMQ); a real paho client plays the user.
 """
 
 from __future__ import annotations
@@ -27,8 +27,16 @@ def test_clearing_a_retained_command_as_the_warning_says_runs_nothing(
     def warned() -> bool:
         return "ignored a retained command on gas2mqtt/valve/set" in agent.log()
 
-    observer.wait_for("gas2mqtt/status", lambda m: warned(), timeout=BOUND)
-    assert "clear it with an empty retained message" in agent.log()
+    if broker.kind == "rabbitmq":
+        # RabbitMQ sends retained messages to exact-topic subscriptions only; the agent's
+        # are wildcards (gas2mqtt/+/set), so the stale command never reaches it at all.
+        observer.publish("gas2mqtt/valve/set", "closed")  # a round trip behind it
+        observer.wait_for("gas2mqtt/valve/state", timeout=BOUND)
+        assert not warned(), agent.log()
+        observer.clear()
+    else:
+        observer.wait_for("gas2mqtt/status", lambda m: warned(), timeout=BOUND)
+        assert "clear it with an empty retained message" in agent.log()
 
     # The fix the warning gives. The broker forwards the empty retained publish to the
     # subscribed agent as a live, empty message: that is not a command.

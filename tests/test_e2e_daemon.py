@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOUND, AgentProcess, agent_env
+from e2e_helpers import BOUND, AgentProcess, agent_env, connected_client_ids
 from ha_schema import check_discovery
 
 from agent.testing.mosquitto import Mosquitto, Observer
@@ -184,11 +184,7 @@ def test_builtins_and_two_modules_share_one_process(
         agent.kill()
     assert observer.messages("house/status")[-1].payload == b"offline"
     # One process, one connection: the broker saw one client besides the observer.
-    clients = [
-        line
-        for line in broker.log_text().splitlines()
-        if "New client connected" in line and "test-observer" not in line
-    ]
+    clients = [c for c in connected_client_ids(broker) if c != "test-observer"]
     assert len(clients) == 1, clients
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOUND, AgentProcess
+from e2e_helpers import BOUND, AgentProcess, subscriptions
 from ha_schema import check_discovery
 
 from agent.testing import eventually
@@ -84,7 +84,9 @@ def retained(broker: Mosquitto, prefix: str, name: str) -> dict[str, Message]:
     """The discovery configs a client subscribing now gets from the broker's retained
     store, ``{topic without the prefix: message}`` (an empty payload, which clears one, is
     never kept)."""
-    late = Observer(broker.host, broker.port, (f"{prefix}/#",), client_id=name)
+    candidates = [f"{prefix}/{topic}" for topic in (AGENT, BOILER, ATTIC)]
+    topics = subscriptions(broker, *candidates, wildcard=f"{prefix}/#")
+    late = Observer(broker.host, broker.port, topics, client_id=name)
     try:
         # The broker sends the retained messages right after the SUBACK, which the Observer
         # waited for; the PUBACK of a publish of ours comes after all of them.

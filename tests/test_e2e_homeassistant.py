@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOUND, write_app
+from e2e_helpers import BOUND, subscriptions, write_app
 from ha_schema import check_discovery
 
 from agent.testing import eventually
@@ -68,7 +68,8 @@ ALL = sorted([AGENT, ATTIC_CONFIG, HALL, VALVE])
 def retained(broker: Mosquitto, name: str) -> dict[str, Message]:
     """What a client subscribing now gets from the broker's retained store: ``{topic:
     message}`` of the discovery configs (a fresh subscription, so retained flags are set)."""
-    late = Observer(broker.host, broker.port, ("homeassistant/#",), client_id=name)
+    topics = subscriptions(broker, *ALL, wildcard="homeassistant/#")
+    late = Observer(broker.host, broker.port, topics, client_id=name)
     try:
         # The broker sends the retained messages right after the SUBACK: once the connectivity
         # config (which is always there) has come, give the rest the same batch to arrive.

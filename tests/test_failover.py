@@ -18,7 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOUND, write_config
+from e2e_helpers import BOUND, subscriptions, write_config
 
 from agent.mqtt.paho import MqttClient
 from agent.settings import ConfigError, MqttSettings, Settings
@@ -161,7 +161,8 @@ def test_the_agent_moves_to_the_next_broker_and_carries_on(
         payload = m.payload  # type: ignore[attr-defined]
         return payload.startswith(b"{") and json.loads(payload)["status"] == "online"
 
-    with closing(Observer(broker.host, broker.port, client_id="obs-first")) as first:
+    topics = subscriptions(broker, "gas2mqtt/status")  # retained, even arriving late
+    with closing(Observer(broker.host, broker.port, topics, client_id="obs-first")) as first:
         first.wait_for("gas2mqtt/status", heartbeat, timeout=BOUND)
     broker.stop()
     with closing(Observer(second.host, second.port, client_id="obs-second")) as other:

@@ -270,8 +270,11 @@ def delivered_by_broker(broker: Mosquitto, client_id: str, topic: str) -> int | 
 
     mosquitto drops QoS 0 messages for a client that does not keep up, so the count sent by
     the flood publisher is only an upper bound of what reached the agent. The fixture's
-    broker logs every PUBLISH (``log_type all``); None when its log does not show them.
+    broker logs every PUBLISH (``log_type all``); None when its log does not show them
+    (RabbitMQ logs no PUBLISH).
     """
+    if broker.kind != "mosquitto":
+        return None
     marker = f"Sending PUBLISH to {client_id} ("
     quoted = f"'{topic}'"
     count = 0

@@ -880,6 +880,72 @@ def test_malformed_command_topics_a_broker_delivers_are_reported(
         wire.reopen()
 
 
+@pytest.mark.parametrize(
+    ("prefix", "device", "delivered"),
+    [
+        ("home.gas", "valve", "home/gas/valve/set"),  # the prefix's dot
+        ("home.gas", "valve", "home/gas/set"),  # ... on the root topic
+        ("home.gas", "valve", "home/gas/valve/calibrate/set"),  # ... on a sub-topic
+        ("home", "v.1", "home/v/1/set"),  # a device name's dot
+    ],
+)
+def test_a_command_topic_split_at_its_dots_is_reported_with_the_reason(
+    prefix: str, device: str, delivered: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ makes every ``.`` a level separator: it delivers ``home.gas/valve/set`` as
+    ``home/gas/valve/set``. That is no command of ours, but it was meant as one: it is
+    refused with the reason and the fix, never dropped without a word (it was)."""
+    handled: list[str] = []
+    app = App(prefix, heartbeat_interval=None)
+
+    @app.command(device)
+    def command(payload: str) -> dict[str, str]:
+        handled.append(payload)
+        return {"state": payload}
+
+    caplog.set_level("WARNING", logger="agent")
+    with AppHarness(app, raise_errors=False) as h:
+        wire = Wire(h, [device])
+        wire.deliver(delivered, b"open")
+        wire.deliver(f"{prefix}/{device}/set", b"close")  # as any other broker delivers it
+        assert handled == ["close"]
+        errors = [m.json() for m in h.messages_for(f"{prefix}/error")]
+        assert len(errors) == 1, errors
+        assert errors[0]["details"] == {"topic": delivered}
+        assert "each '.' made a level separator, as RabbitMQ does" in errors[0]["message"]
+        assert "use no dots in mqtt.topic_prefix, device names or sub-topics" in caplog.text
+        wire.deliver(delivered, b"")  # what clearing a retained command looks like: ignored
+        assert len(h.messages_for(f"{prefix}/error")) == 1
+
+
+def test_a_sub_topic_of_a_dotted_device_is_no_topic_rabbitmq_can_deliver() -> None:
+    """``home/+/+/set`` has four levels; ``home.v.1.calibrate.set`` has five: RabbitMQ
+    drops it at the broker. The agent knows of no such topic, so says nothing of one."""
+    app = App("home", heartbeat_interval=None)
+
+    @app.command("v.1")
+    def command(payload: str) -> None: ...
+
+    with AppHarness(app, raise_errors=False) as h:
+        Wire(h, ["v.1"]).deliver("home/v/1/calibrate/set", b"open")
+        assert h.messages_for("home/error") == []
+
+
+def test_a_foreign_topic_without_dots_in_our_names_stays_unreported() -> None:
+    app = App("home", heartbeat_interval=None)
+
+    @app.command("valve")
+    def valve(payload: str) -> dict[str, str]:
+        return {"state": payload}
+
+    with AppHarness(app, raise_errors=False) as h:
+        wire = Wire(h, ["valve"])
+        wire.deliver("other/valve/set", b"open")  # not ours, and nothing says it was meant
+        wire.deliver("home/valve/set", b"close")
+        assert h.last_state("valve") == {"state": "close"}
+        assert h.messages_for("home/error") == []
+
+
 def test_an_app_command_handler_refusing_payloads_is_never_given_up() -> None:
     app = App(P, heartbeat_interval=None)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import subscriptions
 
 from agent.mqtt.paho import NETWORK_THREAD_NAME, WINDOW, MqttClient
 from agent.mqtt.port import (
@@ -188,10 +189,25 @@ def test_client_implements_every_port() -> None:
     client.stop()  # never started: a no-op
 
 
+def refused_as_mqtt_5(broker: Mosquitto, clients: list[MqttClient], log_watch: LogWatch) -> None:
+    """RabbitMQ 3.10 speaks no MQTT 5: it closes the connection without a CONNACK. The
+    client keeps retrying, and its warning names the protocol setting (docs/rabbitmq.md)."""
+    client, _, connects = started(clients, settings_for(broker, protocol="5"), wait=False)
+    log_watch.wait_for("does the broker speak MQTT 5?")
+    assert not client.connected and connects.count == 0
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_round_trip_both_ways(
-    broker: Mosquitto, observer: Observer, clients: list[MqttClient], protocol: str
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    log_watch: LogWatch,
+    protocol: str,
 ) -> None:
+    if broker.kind == "rabbitmq" and protocol == "5":
+        refused_as_mqtt_5(broker, clients, log_watch)
+        return
     client, inbox, _ = started(
         clients, settings_for(broker, protocol=protocol), subscribe=("t/dev/set",)
     )
@@ -320,7 +336,9 @@ def test_broker_restart_reconnects_resubscribes_and_sends_latest_buffered(
     assert client.flush(5)
     log_watch.wait_for("dropped from the full outbox")
 
-    watcher = Observer(broker.host, broker.port, ["t/buf/#", "t/end"], client_id="w")
+    buffered = [f"t/buf/{topic}" for topic in "abcd"]
+    topics = [*subscriptions(broker, *buffered, wildcard="t/buf/#"), "t/end"]
+    watcher = Observer(broker.host, broker.port, topics, client_id="w")
     try:
         watcher.publish("t/end", "x")
         watcher.wait_for("t/end")  # retained messages were queued before this
@@ -375,8 +393,15 @@ def test_unresolvable_host_is_retried_and_stop_is_prompt(
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_persistent_session_keeps_qos1_commands_sent_while_away(
-    broker: Mosquitto, observer: Observer, clients: list[MqttClient], protocol: str
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    log_watch: LogWatch,
+    protocol: str,
 ) -> None:
+    if broker.kind == "rabbitmq" and protocol == "5":
+        refused_as_mqtt_5(broker, clients, log_watch)
+        return
     settings = settings_for(broker, protocol=protocol)
     first, _, _ = started(clients, settings, subscribe=("t/dev/set",), client_id="persist")
     first.stop()
@@ -1034,6 +1059,32 @@ def test_the_link_watch_pings_a_quiet_link_and_never_drops_a_sound_one() -> None
     broker_side.close()
 
 
+def test_a_redelivered_message_is_passed_on_and_logged_at_a_falling_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, fake, _, _ = _hand_driven()
+    got: list[tuple[str, bytes]] = []
+    client.on_message(lambda topic, payload, retained: got.append((topic, payload)))
+
+    class Message:
+        topic, payload, retain, dup = "t/valve/set", b"open", False, 0
+
+    class Redelivered(Message):
+        dup = 1
+
+    with caplog.at_level(logging.DEBUG, logger="agent.mqtt.paho"):
+        client._on_message(fake, None, Message())
+        for _ in range(9):
+            client._on_message(fake, None, Redelivered())
+    assert got == [("t/valve/set", b"open")] * 10  # at least once: every copy is handled
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 4  # the 1st, 2nd, 4th and 8th
+    assert infos[-1] == (
+        "MQTT: a message on t/valve/set came again, marked as a redelivery (DUP); it is "
+        "handled again, as QoS 1 delivers at least once (8 so far)"
+    )
+
+
 def test_messages_whose_topic_is_not_utf8_are_dropped_and_logged_at_a_falling_rate(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -1042,7 +1093,7 @@ def test_messages_whose_topic_is_not_utf8_are_dropped_and_logged_at_a_falling_ra
     client.on_message(lambda topic, payload, retained: got.append(topic))
 
     class BadTopic:  # paho decodes the topic on access, as MQTTMessage.topic does
-        payload, retain = b"x", False
+        payload, retain, dup = b"x", False, 0
 
         @property
         def topic(self) -> str:

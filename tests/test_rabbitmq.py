@@ -340,16 +340,21 @@ def test_a_dot_in_a_topic_is_a_level_separator(
 ) -> None:
     """RabbitMQ routes MQTT on AMQP routing keys, where ``/`` becomes ``.``: a ``.`` in a topic
     turns into a level separator. With the prefix ``p.v1`` the agent's states reach
-    subscribers as ``p/v1/...``, and its commands come in as ``p/v1/valve/set``, which the
-    agent does not recognise as its own: the command is silently ignored."""
+    subscribers as ``p/v1/...``, and its commands come in as ``p/v1/valve/set``, which is
+    not its topic: the command is refused, and reported with the reason and the fix."""
     dotted = f"{prefix}.v1"
     with closing(watch(node_a, [f"{dotted}/#"], f"{prefix}-obs")) as observer:
-        run_agent(agent_config(tmp_path, node_a, dotted))
+        agent = run_agent(agent_config(tmp_path, node_a, dotted))
         state = observer.wait_for(f"{prefix}/v1/counter/state", timeout=BOUND)
         assert state.topic == f"{prefix}/v1/counter/state"
         assert not observer.messages(f"{dotted}/#"), "a topic kept its dot"
         observer.publish(f"{dotted}/valve/set", "open")
-        assert not settle(observer, f"{prefix}/v1/valve/state", quiet=2.0)
+        report = observer.wait_for(f"{prefix}/v1/error", timeout=BOUND)
+        assert "each '.' made a level separator, as RabbitMQ does" in body(report)["message"]
+        assert body(report)["details"] == {"topic": f"{prefix}/v1/valve/set"}
+        log = wait_log(agent, f"rejected a command on {prefix}/v1/valve/set")
+        assert "use no dots in mqtt.topic_prefix" in log
+        assert not settle(observer, f"{prefix}/v1/valve/state", quiet=1.0)
 
 
 def test_raw_retained_messages_and_dots_on_one_node(node_a: RabbitMQ, prefix: str) -> None:

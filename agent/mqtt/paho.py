@@ -533,6 +533,7 @@ class MqttClient:
         self._subscriptions: dict[str, int] = {}
         self._suback_topics: dict[int, str] = {}  # mid of a SUBSCRIBE -> its topic
         self._bad_topics = 0  # messages dropped because their topic is not UTF-8
+        self._redeliveries = 0  # messages that came with DUP set (see _on_message)
         # The SUBSCRIBEs of the latest connect not acknowledged yet: until they are, the
         # connection is not established (a link closed meanwhile is a failed attempt).
         self._connect_mids: set[int] = set()
@@ -991,6 +992,20 @@ class MqttClient:
             return
         payload = bytes(message.payload)
         retained = bool(message.retain)
+        if message.dup:
+            # The broker may have sent this before: a PUBACK of ours lost with the link, or
+            # one it had not saved when it crashed (RabbitMQ, docs/rabbitmq.md). QoS 1 is at
+            # least once and MQTT forbids concluding from DUP that the first copy came, so it
+            # is handled again; the log says so (1st, 2nd, 4th, 8th... at INFO).
+            self._redeliveries += 1
+            seen = self._redeliveries
+            logger.log(
+                logging.INFO if seen & (seen - 1) == 0 else logging.DEBUG,
+                "MQTT: a message on %s came again, marked as a redelivery (DUP); it is "
+                "handled again, as QoS 1 delivers at least once (%d so far)",
+                topic,
+                seen,
+            )
         for callback in self._message_callbacks:
             try:
                 callback(topic, payload, retained)

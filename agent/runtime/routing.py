@@ -55,6 +55,7 @@ class Router:
         self._reporter = reporter
         self._clock = clock
         self._max = max_payload_bytes
+        self._dotted = _dotted_patterns(topics.prefix, list(self._named))
 
     def subscriptions(self) -> list[str]:
         if not self._named and self._root is None:
@@ -93,8 +94,27 @@ class Router:
             count_key=count_key,
         )
 
+    def _dot_problem(self, topic: str) -> str | None:
+        """Why ``topic``, no command of ours, may be one all the same: one of our command
+        topics as a broker that splits levels at dots delivers it; or None."""
+        if not any(_matches(pattern, topic) for pattern in self._dotted):
+            return None
+        return (
+            "it looks like one of ours with each '.' made a level separator, as RabbitMQ "
+            "does (it routes MQTT on AMQP keys): on such a broker use no dots in "
+            "mqtt.topic_prefix, device names or sub-topics (docs/rabbitmq.md)"
+        )
+
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self._topics.parse_command(topic)
+        if self._dotted and (parsed is None or self._resolve(*parsed)[0] is None):
+            dotted = self._dot_problem(topic)
+            if dotted is not None:
+                if retained or not payload:  # no command, as below
+                    log.debug("ignored a retained or empty message on %s", topic)
+                else:
+                    self._reject(LookupError(dotted), None, {"topic": topic})
+                return
         if parsed is None:
             problem = self._topics.command_topic_problem(topic)
             if problem is not None:  # delivered by our subscriptions, but no command
@@ -162,3 +182,29 @@ class Router:
                 {"topic": topic, "dropped_topic": dropped.topic},
                 count_key="dropped",
             )
+
+
+def _dotted_patterns(prefix: str, names: list[str]) -> list[str]:
+    """Our command topics as a broker that treats ``.`` as a level separator delivers them
+    (``a.b/valve/set`` comes as ``a/b/valve/set``); empty when no name has a dot, as on
+    every broker but RabbitMQ nothing more is to be said.
+
+    Only those our subscriptions still catch there: ``{prefix}/+/+/set`` has as many levels
+    as the prefix split at its dots, plus three. A sub-topic of a device whose name has a
+    dot is one level more: such a broker never delivers it (docs/rabbitmq.md).
+    """
+    if "." not in prefix and not any("." in name for name in names):
+        return []
+    ours = [f"{prefix}/set", f"{prefix}/+/set", f"{prefix}/+/+/set"]
+    ours += [f"{prefix}/{name}/{tail}" for name in names for tail in ("set", "+/set")]
+    deepest = len(prefix.replace(".", "/").split("/")) + 3
+    flat = {topic.replace(".", "/") for topic in ours if "." in topic}
+    return sorted(topic for topic in flat if len(topic.split("/")) <= deepest)
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    """``topic`` matches ``pattern``, whose only wildcard is ``+`` (one whole level)."""
+    wanted, levels = pattern.split("/"), topic.split("/")
+    return len(wanted) == len(levels) and all(
+        w == "+" or w == level for w, level in zip(wanted, levels, strict=True)
+    )

@@ -50,6 +50,9 @@ class Mosquitto:
             tests that read the log need), a long soak wants less.
     """
 
+    kind = "mosquitto"
+    """What the tests' ``broker`` fixture also says of its RabbitMQ node (``"rabbitmq"``)."""
+
     def __init__(
         self,
         extra_config: Sequence[str] = (),
