@@ -15,7 +15,7 @@ A real ``python -m agent --config FILE`` subprocess on a private mosquitto runs 
 * a heartbeat every 5 s.
 
 About 625 messages/s go through the agent (220 in, about 400 out, plus the reports), for
-``AGENT_SOAK_SECONDS`` of load (default 20: a smoke test in the normal suite; CI runs it once
+``SOAK_SECONDS`` of load (default 20: a smoke test in the normal suite; CI runs it once
 more with 600). The load comes from a publisher subprocess (paced against its start, so a
 late batch is caught up rather than the rate drifting); a QoS 1 persistent-session observer
 in this process counts what the agent publishes. The whole test takes about a quarter of one
@@ -84,7 +84,7 @@ from agent.testing.mosquitto import Mosquitto
 pytestmark = pytest.mark.integration
 
 PREFIX = "soak"
-DURATION = float(os.environ.get("AGENT_SOAK_SECONDS") or 20)  # seconds of load
+DURATION = float(os.environ.get("SOAK_SECONDS") or 20)  # seconds of load
 REPORT_PATH = os.environ.get("AGENT_SOAK_REPORT")  # a file the summary line is appended to
 
 METERS = 10
