@@ -22,6 +22,7 @@ from agent.daemon import builtins
 from agent.daemon.app import build_app, make_store
 from agent.daemon.config import DaemonSettings, StoreSettings, check_config, load_config
 from agent.daemon.types import DeviceSpec, Problem
+from agent.settings import ConfigError
 from agent.stores import JsonFileStore, MemoryStore, SqliteStore
 from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange
 from agent.testing import AppHarness
@@ -198,6 +199,18 @@ def test_the_environment_overrides_the_file_with_the_agent_prefix(tmp_path: Path
         path, env_file=None, environ={"AGENT_MQTT__HOST": "elsewhere", "MQTT__HOST": "ignored"}
     )
     assert config.settings.mqtt.host == "elsewhere"
+
+
+def test_the_filters_switch_is_no_setting_and_never_refused(tmp_path: Path) -> None:
+    """AGENT_FILTERS_NO_SIMD=1 pins the filters' portable path (read by the extension at
+    import); under the daemon's AGENT_ prefix it was refused as an unknown setting."""
+    path = write(tmp_path, GOOD)
+    config = load_config(path, env_file=None, environ={"AGENT_FILTERS_NO_SIMD": "1"})
+    assert (
+        config.settings.mqtt.host == load_config(path, env_file=None, environ={}).settings.mqtt.host
+    )
+    with pytest.raises(ConfigError, match="AGENT_FILTERS_NO_SIMDD"):  # a typo still is one
+        load_config(path, env_file=None, environ={"AGENT_FILTERS_NO_SIMDD": "1"})
 
 
 @pytest.mark.parametrize(

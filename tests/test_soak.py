@@ -25,7 +25,7 @@ The agent's VmRSS and thread count are sampled from /proc every second. The firs
 of the run (at least 5 s) is warm-up and ignored: pymalloc arenas, paho's buffers and the
 outbox grow to their working size there. Over the rest a least-squares slope (KiB/minute) is
 fitted. A one-line JSON summary (``soak summary: {...}``) is printed past pytest's capture,
-so CI's log shows it without ``-s``, and appended to the file named by ``AGENT_SOAK_REPORT``
+so CI's log shows it without ``-s``, and appended to the file named by ``SOAK_REPORT``
 when that is set; the whole RSS series goes to ``rss_samples.json`` in the test's tmp_path.
 
 What is asserted (every bound evaluated before failing, with the figures):
@@ -85,7 +85,7 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "soak"
 DURATION = float(os.environ.get("SOAK_SECONDS") or 20)  # seconds of load
-REPORT_PATH = os.environ.get("AGENT_SOAK_REPORT")  # a file the summary line is appended to
+REPORT_PATH = os.environ.get("SOAK_REPORT")  # a file the summary line is appended to
 
 METERS = 10
 METER_INTERVAL = 0.05

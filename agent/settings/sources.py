@@ -293,6 +293,11 @@ def _read_dotenv(
     return out
 
 
+PROCESS_VARIABLES = frozenset({"AGENT_FILTERS_NO_SIMD"})
+"""The agent's own environment variables that are no settings (the filters extension reads
+this one at import): never refused as unknown settings under the ``AGENT_`` prefix."""
+
+
 def _read_environ(
     cls: type[Settings], environ: Mapping[str, str], problems: Problems = RAISE
 ) -> dict[tuple[str, ...], _Raw]:
@@ -307,6 +312,8 @@ def _read_environ(
         key_path = names.get(upper)
         if key_path is not None:
             out[key_path] = _Raw(value, "environment", typed=False, variable=name)
+            continue
+        if upper in PROCESS_VARIABLES:
             continue
         # Without a prefix the environment is shared with everything else (PATH, HOME, ...):
         # only a name that starts like one of ours (MQTT__HOTS) is reported. With a prefix,
