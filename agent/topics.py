@@ -99,6 +99,17 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def filter_matches(pattern: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    wanted, levels = pattern.split("/"), topic.split("/")
+    for i, part in enumerate(wanted):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(wanted) == len(levels)
+
+
 @dataclass(frozen=True)
 class Topics:
     """Builds and parses the topics of one app under ``prefix`` (validated on creation).

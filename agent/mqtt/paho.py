@@ -341,6 +341,12 @@ def _describe(error: BaseException | None, fallback: str) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _loud(seen: int) -> bool:
+    """Whether the ``seen``-th repeat of one thing is logged loudly: the 1st, 2nd, 4th, 8th...
+    (a falling rate: anyone who can repeat it cannot flood the journal), the rest at DEBUG."""
+    return seen & (seen - 1) == 0
+
+
 class _AttemptLog:
     """Logs failed connection attempts: every one at DEBUG, the first of each distinct
     reason at WARNING, a repeat at INFO on its 2nd, 4th, 8th... occurrence.
@@ -376,7 +382,7 @@ class _AttemptLog:
                 _with_hint(reason),
                 self._max_delay,
             )
-        elif seen & (seen - 1) == 0:
+        elif _loud(seen):
             logger.info(
                 "MQTT still cannot connect to %s after %d attempts: %s (%d times)",
                 self.address,
@@ -985,7 +991,7 @@ class MqttClient:
             self._bad_topics += 1
             seen = self._bad_topics
             logger.log(
-                logging.WARNING if seen & (seen - 1) == 0 else logging.DEBUG,
+                logging.WARNING if _loud(seen) else logging.DEBUG,
                 "MQTT: dropped a message whose topic is not UTF-8 (%d so far)",
                 seen,
             )
@@ -1000,7 +1006,7 @@ class MqttClient:
             self._redeliveries += 1
             seen = self._redeliveries
             logger.log(
-                logging.INFO if seen & (seen - 1) == 0 else logging.DEBUG,
+                logging.INFO if _loud(seen) else logging.DEBUG,
                 "MQTT: a message on %s came again, marked as a redelivery (DUP); it is "
                 "handled again, as QoS 1 delivers at least once (%d so far)",
                 topic,

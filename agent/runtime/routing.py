@@ -25,7 +25,7 @@ from agent.context import Command
 from agent.errors import CommandQueueFull, InvalidPayload, PayloadTooLarge
 from agent.runtime.inbox import Inbox
 from agent.runtime.reporting import Reporter
-from agent.topics import Topics
+from agent.topics import Topics, filter_matches
 
 log = logging.getLogger("agent.routing")
 
@@ -97,7 +97,7 @@ class Router:
     def _dot_problem(self, topic: str) -> str | None:
         """Why ``topic``, no command of ours, may be one all the same: one of our command
         topics as a broker that splits levels at dots delivers it; or None."""
-        if not any(_matches(pattern, topic) for pattern in self._dotted):
+        if not any(filter_matches(pattern, topic) for pattern in self._dotted):
             return None
         return (
             "it looks like one of ours with each '.' made a level separator, as RabbitMQ "
@@ -200,11 +200,3 @@ def _dotted_patterns(prefix: str, names: list[str]) -> list[str]:
     deepest = len(prefix.replace(".", "/").split("/")) + 3
     flat = {topic.replace(".", "/") for topic in ours if "." in topic}
     return sorted(topic for topic in flat if len(topic.split("/")) <= deepest)
-
-
-def _matches(pattern: str, topic: str) -> bool:
-    """``topic`` matches ``pattern``, whose only wildcard is ``+`` (one whole level)."""
-    wanted, levels = pattern.split("/"), topic.split("/")
-    return len(wanted) == len(levels) and all(
-        w == "+" or w == level for w, level in zip(wanted, levels, strict=True)
-    )

@@ -41,7 +41,7 @@ from agent.settings import Settings
 from agent.settings.sources import _flatten_toml
 from agent.stores import Store
 from agent.testing.clock import FakeClock
-from agent.topics import Topics
+from agent.topics import Topics, filter_matches
 
 __all__ = ["AppHarness", "HandlerFailed", "Message", "make_settings"]
 
@@ -87,17 +87,6 @@ class Message:
 
 class HandlerFailed(AssertionError):
     """A handler raised while ``raise_errors`` was on: the test fails with its traceback."""
-
-
-def _matches(pattern: str, topic: str) -> bool:
-    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
-    wanted, levels = pattern.split("/"), topic.split("/")
-    for i, part in enumerate(wanted):
-        if part == "#":
-            return True
-        if i >= len(levels) or (part != "+" and part != levels[i]):
-            return False
-    return len(wanted) == len(levels)
 
 
 class AppHarness:
@@ -235,7 +224,7 @@ class AppHarness:
 
     def messages_for(self, topic: str) -> list[Message]:
         """The messages on ``topic`` (an MQTT filter: ``+`` and ``#`` allowed)."""
-        return [m for m in self.published if _matches(topic, m.topic)]
+        return [m for m in self.published if filter_matches(topic, m.topic)]
 
     def last_state(self, device: str) -> dict[str, Any] | None:
         """The device's last published state, or None."""
