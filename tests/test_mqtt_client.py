@@ -945,6 +945,78 @@ def test_a_burst_far_beyond_the_outbox_loses_nothing_while_connected(
             watcher.close()
 
 
+def _sends_on_this_thread(client: MqttClient) -> list[int]:
+    """Count the socket writes paho makes on the calling thread from now on (a list of one
+    counter, so the caller reads it as it grows)."""
+    paho = client._paho
+    assert paho is not None
+    here, count, write = threading.current_thread(), [0], paho._sock_send
+
+    def counted(buf: Any) -> Any:
+        if threading.current_thread() is here:
+            count[0] += 1
+        return write(buf)
+
+    paho._sock_send = counted  # type: ignore[method-assign]
+    return count
+
+
+def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient]
+) -> None:
+    client, _, _ = started(clients, settings_for(broker))
+    sends = _sends_on_this_thread(client)
+    with client.writes_held():
+        client.publish("t/held/state", "s", retain=True)
+        for i in range(10):
+            client.publish("t/held/event", str(i))
+            client.publish("t/held/fast", str(i), qos=0)
+        assert sends[0] == 0  # handed over, not written: no send() on this thread yet
+    assert client.flush(5)
+    for topic in ("t/held/event", "t/held/fast"):  # MQTT orders per topic and QoS only
+        eventually(lambda t=topic: len(observer.messages(t)) == 10, timeout=5)
+        assert [int(m.payload) for m in observer.messages(topic)] == list(range(10))
+    assert observer.wait_for("t/held/state").payload == b"s"
+    before = sends[0]
+    with client.writes_held():
+        with client.writes_held():  # nested: held until the outer block ends
+            client.publish("t/held/event", "10")
+        client.publish("t/held/event", "11")
+        assert sends[0] == before
+    eventually(lambda: len(observer.messages("t/held/event")) == 12, timeout=5)
+    assert [int(m.payload) for m in observer.messages("t/held/event")] == list(range(12))
+
+
+def test_a_held_publisher_that_must_wait_for_room_writes_first(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient]
+) -> None:
+    """Held packets unwritten while the thread waits for room would get no acknowledgement
+    to make that room: only paho's next round (up to a second) would write them."""
+    client, _, _ = started(clients, settings_for(broker, offline_buffer_size=5))
+    client.wait_for_room_on(threading.current_thread())
+    paho, room = client._paho, client._room
+    assert paho is not None
+    holding_at_wait: list[bool] = []
+
+    class Room:  # the publishers' condition, noting whether the waiter still holds writes
+        def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+            holding_at_wait.append(paho.deferring())  # True: handed over, not written yet
+            return room.wait_for(predicate, timeout)
+
+        def notify_all(self) -> None:
+            room.notify_all()
+
+    client._room = Room()  # type: ignore[assignment]
+    count = 200  # 40x the event lane
+    with client.writes_held():
+        for i in range(count):
+            client.publish("t/held/burst", str(i))
+    eventually(lambda: len(observer.messages("t/held/burst")) >= count, timeout=30)
+    assert [int(m.payload) for m in observer.messages("t/held/burst")] == list(range(count))
+    assert client.stats()["dropped"] == 0
+    assert holding_at_wait and not any(holding_at_wait)
+
+
 def test_a_publisher_waiting_for_room_drops_the_oldest_once_the_link_is_gone() -> None:
     client = MqttClient(MqttSettings(host="127.0.0.1", port=1, offline_buffer_size=3))
     fake = FakePaho()

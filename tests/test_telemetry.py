@@ -3,10 +3,11 @@ retries, the circuit breaker, error streaks, availability and coalescing groups.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from test_runtime import BOUND, Running
@@ -20,6 +21,7 @@ from agent import (
     LinearBackoff,
     OnChange,
 )
+from agent.mqtt import MockMqttClient
 from agent.settings import ConfigError, Settings
 from agent.testing import FakeClock
 
@@ -300,6 +302,135 @@ def test_a_group_shares_one_thread_and_keeps_each_members_cadence() -> None:
     topics = [t for t, _p, _r, _q in r.mqtt.published if t.endswith("/state")]
     at_two = [t for t in topics if t != "demo/alone/state"][3:5]
     assert at_two == ["demo/fast/state", "demo/slow/state"]
+
+
+def test_groups_of_many_devices_get_phase_slots_of_their_own() -> None:
+    """Phase slots are shared by up to DEVICES_PER_SLOT *devices*, not workers: two groups of
+    16 run half a second apart, each alone, instead of both at once (where ten groups of 100
+    made 1,000 readings fight for the GIL: each 20 ms late or not, tick by tick)."""
+    app = App("demo")
+    runs: list[tuple[str, float]] = []
+
+    def member(name: str) -> Callable[[FakeClock], dict]:
+        def read(clock: FakeClock) -> dict:
+            runs.append((name, clock.now()))
+            return {}
+
+        return read
+
+    for bus in ("a", "b"):
+        for i in range(16):
+            app.add_telemetry(f"{bus}{i}", member(bus), interval=1, group=bus)
+
+    with Running(app) as r:
+        r.until(lambda: len(runs) == 32, "the readings at start")
+        r.clock.wait_for_waiters(3, timeout=BOUND)
+        for step in range(1, 6):  # to 2.5 s: a group is due every other half second
+            r.clock.advance(0.5)
+            r.until(lambda s=step: len(runs) >= 32 + 16 * (s - 1), f"half-second {step}")
+            r.clock.wait_for_waiters(3, timeout=BOUND)
+    after_start = runs[32:]
+    assert {t for n, t in after_start if n == "a"} == {1.0, 2.0}
+    assert {t for n, t in after_start if n == "b"} == {1.5, 2.5}
+    assert len(after_start) == 64
+
+
+class HoldingMock(MockMqttClient):
+    """The mock client with ``writes_held``, noting the topics published inside each block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[list[str]] = []  # the topics published inside each block
+        self._inside: threading.local = threading.local()
+
+    @contextlib.contextmanager
+    def writes_held(self) -> Iterator[None]:
+        self._inside.block = block = []
+        try:
+            yield
+        finally:
+            self._inside.block = None
+            self.blocks.append(block)
+
+    def publish(self, topic: str, payload: str | bytes, **kwargs: object) -> None:
+        block = getattr(self._inside, "block", None)
+        if block is not None:
+            block.append(topic)
+        super().publish(topic, payload, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_groups_readings_of_one_tick_are_written_together() -> None:
+    """A group's tick runs inside the client's ``writes_held`` (its readings go out in one
+    go); a device alone publishes one reading a tick and is not wrapped."""
+    app = App("demo")
+    for i in range(3):
+        app.add_telemetry(f"g{i}", lambda: {"v": 1}, interval=1, group="bus")
+    app.add_telemetry("alone", lambda: {"v": 1}, interval=1)
+
+    r = Running(app)
+    r.mqtt = HoldingMock()
+    with r:
+        r.until(lambda: len(r.mqtt.blocks) >= 1, "the group's first tick")
+        r.clock.wait_for_waiters(3, timeout=BOUND)
+        r.clock.advance(1)
+        r.until(lambda: len(r.mqtt.blocks) >= 2, "the group's second tick")
+    group = ["demo/g0/state", "demo/g1/state", "demo/g2/state"]
+    assert all([t for t in block if t.endswith("/state")] == group for block in r.mqtt.blocks)
+    assert len(r.states("demo/alone/state")) >= 1  # published, outside any block
+
+
+def test_a_slow_groups_readings_are_written_as_they_come() -> None:
+    """A group whose tick took longer than QUICK_TICK (1-wire: 750 ms a sensor) is not held
+    on its next tick: each reading goes out as it comes, not when the tick ends."""
+    from agent.runtime.worker import QUICK_TICK
+
+    app = App("demo")
+    clock = FakeClock()
+    reads: list[float] = []
+
+    def slow() -> dict:
+        reads.append(clock.now())
+        clock.advance(QUICK_TICK)  # the read "takes" this long, so the tick takes longer
+        return {"v": 1}
+
+    for i in range(2):
+        app.add_telemetry(f"w{i}", slow, interval=10, group="wire")
+    r = Running(app, clock=clock)
+    r.mqtt = HoldingMock()
+    with r:
+        r.until(lambda: len(reads) == 2, "the readings at start")
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+        r.clock.advance(10)
+        r.until(lambda: len(reads) == 4, "the readings of the next tick")
+        r.until(lambda: len(r.states("demo/w1/state")) == 2, "its states")
+    assert len(r.mqtt.blocks) == 1  # only the first tick, before it was known to be slow
+
+
+@pytest.mark.parametrize(
+    ("sizes", "interval", "expected"),
+    [
+        ([1] * 10, 1.0, [0.0] * 10),  # ten devices: one slot, one wake a second
+        ([2, 1], 2.0, [0.0, 0.0]),  # a small group and a device share theirs
+        ([100] * 10, 1.0, [(100 * k * 63 // 1000) / 63 for k in range(10)]),  # ~95 ms apart
+        ([100] + [1] * 10, 1.0, [0.0] + [6 / 7] * 10),  # the ten singles after the group
+        ([1] * 1000, 1.0, None),  # 63 slots of 16: checked below
+    ],
+)
+def test_phase_slots_count_devices(
+    sizes: list[int], interval: float, expected: list[float] | None
+) -> None:
+    from agent.runtime.lifecycle import DEVICES_PER_SLOT, _phase
+
+    firsts = [sum(sizes[:i]) for i in range(len(sizes))]
+    phases = [_phase(first, sum(sizes), interval) for first in firsts]
+    if expected is not None:
+        assert phases == pytest.approx(expected)
+    assert all(0 <= p < interval for p in phases)
+    counts: dict[float, int] = {}
+    for phase, size in zip(phases, sizes, strict=True):
+        counts[phase] = counts.get(phase, 0) + size
+    if sum(sizes) > DEVICES_PER_SLOT:  # no slot holds much more than its share
+        assert max(counts.values()) <= max(max(sizes), DEVICES_PER_SLOT + 1)
 
 
 # -- registration and configuration errors ------------------------------------------------------

@@ -49,7 +49,7 @@ import ssl
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -566,6 +566,7 @@ class MqttClient:
         self._stale_topics: Counter[str] = Counter()  # held: nothing newer may overtake
         self._attempts = _AttemptLog(self._address, settings.reconnect_max_delay)
         self._network_thread: threading.Thread | None = None
+        self._holding = threading.local()  # see writes_held()
 
     # -- ports ---------------------------------------------------------------------------
 
@@ -583,6 +584,8 @@ class MqttClient:
                 f"{self._settings.max_payload_bytes}"
             )
         message = Outgoing(topic, data, qos, bool(retain))
+        if not retain and getattr(self._holding, "on", False) and self._outbox.events_full():
+            self._write_held()  # it may wait for room below: what it holds must go first
         with self._cond:
             if not retain and self._outbox.events_full() and self._may_wait():
                 self._room_waiters += 1
@@ -615,6 +618,34 @@ class MqttClient:
         device's cadence hang on it), not the one that stops the agent."""
         with self._cond:
             self._may_wait_threads.add(thread)
+
+    @contextlib.contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """Within, what this thread publishes is handed over as usual but written to the
+        socket once, at the end (a telemetry group's readings of one tick).
+
+        Written one by one, each publish would be a ``send`` that lets go of the GIL while
+        the broker's acknowledgements of the ones before already keep paho's thread busy:
+        two thread switches a message (ten groups of 100 devices, each alone in its phase
+        slot, cost 1.5-2x the CPU of the same groups read at once, whose messages queued). Held,
+        they go out back to back and the acknowledgements come after. Nothing is held
+        longer than the block, or where a publisher waits for room (written first)."""
+        if getattr(self._holding, "on", False):
+            yield
+            return
+        self._holding.on = True
+        try:
+            yield
+        finally:
+            self._holding.on = False
+            self._write_held()
+
+    def _write_held(self) -> None:
+        client = self._paho
+        if client is not None and getattr(client, "direct_write", False):
+            client.set_deferring(False)
+            if client.write_now():
+                self._pump()  # QoS 0 slots freed by the write: what waited may go
 
     def stop_waiting(self) -> None:
         """From now on nobody waits for room (shutdown has begun); waiters give up at once."""
@@ -1086,7 +1117,8 @@ class MqttClient:
                 while message is not None:
                     message = self._hand_over(message)
             finally:
-                if direct:
+                written = False
+                if direct and not getattr(self._holding, "on", False):
                     assert client is not None
                     client.set_deferring(False)
                     written = client.write_now()

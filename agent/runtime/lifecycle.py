@@ -20,6 +20,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from agent import clock as clock_mod
@@ -256,6 +257,7 @@ class Runtime:
                     timeouts={},  # set once the intervals are known (_resolve_intervals)
                     reminder_interval=self.app.error_reminder_interval,
                     gate=self.adapter_health.calling,  # type: ignore[union-attr]
+                    writes_held=_writes_held(self.mqtt, len(members)),
                 )
             )
         return routes
@@ -378,19 +380,24 @@ class Runtime:
     def _schedule_telemetry(self, intervals: dict[str, float]) -> None:
         """One scheduler job per telemetry worker, their phases spread in slots.
 
-        Up to :data:`WORKERS_PER_SLOT` workers share a phase (one wake for all of them);
-        more are spread evenly over the interval: 1,000 devices at 1 s then wake 16 every
-        16 ms instead of all at once, which would make 1,000 threads fight for the GIL and
-        the last one run 100 ms late every second.
+        Up to :data:`DEVICES_PER_SLOT` devices share a phase (one wake for all of them);
+        more are spread evenly over the interval, counted in devices, not workers. 1,000
+        devices at 1 s then wake 16 every 16 ms instead of all at once, which would make
+        1,000 threads fight for the GIL and the last one run 100 ms late every second; ten
+        groups of 100 get a slot each, ~100 ms apart, instead of reading their 1,000 devices
+        side by side (each reading late by whatever the other groups took, up to 20 ms).
         (The first reading of every device is at start-up, before this.) Ticks that find
         the previous one still waiting — a slow or retrying device — are skipped, counted
         and logged at 1, 10, 100…
         """
         workers = [w for w in self.workers if isinstance(w, TelemetryWorker)]
+        devices = sum(len(w.members) for w in workers)
         now = self.clock.now()
-        for index, worker in enumerate(workers):
+        first = 0  # the devices of the workers before this one
+        for worker in workers:
             members = [(m.reg.name, intervals[m.reg.name]) for m in worker.members]
-            phase = _phase(index, len(workers), min(seconds for _, seconds in members))
+            phase = _phase(first, devices, min(seconds for _, seconds in members))
+            first += len(members)
             self.scheduler.telemetry(
                 members,
                 self._ticker(worker.inbox, intervals),
@@ -497,20 +504,29 @@ PHASE_SLOT = 0.01
 """Telemetry phases are multiples of this (seconds): devices that share a slot share a wake
 and their publishes go out together, which costs far less CPU than one wake each."""
 
-WORKERS_PER_SLOT = 16
-"""How many telemetry workers share a phase slot before another slot is opened. A shared
+DEVICES_PER_SLOT = 16
+"""How many telemetry devices share a phase slot before another slot is opened. A shared
 slot is one scheduler wake and one network-thread wake for all of them (ten devices at 1 s
-wake the agent once a second, not ten times); 16 threads woken together finish within a
-few milliseconds of each other, where 1,000 would fight for the GIL for 100 ms."""
+wake the agent once a second, not ten times); 16 devices read together finish within a
+few milliseconds of each other, where 1,000 would fight for the GIL for 20-100 ms. Counted
+in devices, not threads: a coalescing group of 100 fills several slots on its own."""
 
 
-def _phase(index: int, workers: int, interval: float) -> float:
-    """Worker ``index`` of ``workers``: its offset in ``[0, interval)``, on one slot per
-    :data:`WORKERS_PER_SLOT` workers, spread evenly over at most ``interval / PHASE_SLOT``
-    slots."""
-    wanted = -(-workers // WORKERS_PER_SLOT)
+def _phase(first: int, devices: int, interval: float) -> float:
+    """The offset in ``[0, interval)`` of a telemetry worker whose first device is number
+    ``first`` (from 0) of ``devices``: one slot per :data:`DEVICES_PER_SLOT` devices,
+    spread evenly over at most ``interval / PHASE_SLOT`` slots."""
+    wanted = -(-devices // DEVICES_PER_SLOT)
     slots = max(1, min(wanted, int(interval / PHASE_SLOT)))
-    return (index * slots // workers) / slots * interval
+    return (first * slots // devices) / slots * interval
+
+
+def _writes_held(mqtt: object, members: int) -> Callable[[], AbstractContextManager[None]]:
+    """What a telemetry worker wraps each tick in: a group's readings are written together
+    (``MqttClient.writes_held``); a single device's one reading needs nothing of the kind,
+    nor does a client without it (the fakes)."""
+    held = getattr(mqtt, "writes_held", None)
+    return held if held is not None and members > 1 else contextlib.nullcontext
 
 
 def _at(scheduler: Scheduler, func: Callable[[], object], name: str, when: float) -> None:
