@@ -971,7 +971,9 @@ def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(
         for i in range(10):
             client.publish("t/held/event", str(i))
             client.publish("t/held/fast", str(i), qos=0)
-        assert sends[0] == 0  # handed over, not written: no send() on this thread yet
+        assert sends[0] == 0  # kept in the outbox: nothing handed over, nothing written
+        assert len(client._outbox) == 21
+    assert sends[0] > 0  # released: handed over and written on this thread, together
     assert client.flush(5)
     for topic in ("t/held/event", "t/held/fast"):  # MQTT orders per topic and QoS only
         eventually(lambda t=topic: len(observer.messages(t)) == 10, timeout=5)
@@ -987,20 +989,39 @@ def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(
     assert [int(m.payload) for m in observer.messages("t/held/event")] == list(range(12))
 
 
-def test_a_held_publisher_that_must_wait_for_room_writes_first(
+def test_a_hold_keeps_back_only_the_holders_own_messages(
     broker: Mosquitto, observer: Observer, clients: list[MqttClient]
 ) -> None:
-    """Held packets unwritten while the thread waits for room would get no acknowledgement
-    to make that room: only paho's next round (up to a second) would write them."""
+    client, _, _ = started(clients, settings_for(broker))
+    with client.writes_held():
+        client.publish("t/held/mine", "1")
+        other = threading.Thread(target=client.publish, args=("t/held/theirs", "2"))
+        other.start()
+        other.join(5)
+        # Another thread's message goes out at once (and takes along what waits before it).
+        assert observer.wait_for("t/held/theirs").payload == b"2"
+        assert observer.wait_for("t/held/mine").payload == b"1"
+
+
+def test_a_held_publisher_that_must_wait_for_room_writes_first(
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Held messages while the thread waits for room would get no acknowledgement to make
+    that room: nothing would be in flight, and nobody else might publish."""
+    # Without the fix each of ~190 waits would last the whole backpressure wait: keep it short.
+    monkeypatch.setattr("agent.mqtt.paho.BACKPRESSURE_WAIT", 0.2)
     client, _, _ = started(clients, settings_for(broker, offline_buffer_size=5))
     client.wait_for_room_on(threading.current_thread())
-    paho, room = client._paho, client._room
-    assert paho is not None
-    holding_at_wait: list[bool] = []
+    room = client._room
+    in_flight_at_wait: list[bool] = []
 
-    class Room:  # the publishers' condition, noting whether the waiter still holds writes
+    class Room:  # the publishers' condition, noting whether anything is on its way
         def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-            holding_at_wait.append(paho.deferring())  # True: handed over, not written yet
+            # the lock is held: what waits in the outbox is in paho's hands, or going there
+            in_flight_at_wait.append(client._in_paho[1] > 0 or client._pumping)
             return room.wait_for(predicate, timeout)
 
         def notify_all(self) -> None:
@@ -1014,7 +1035,7 @@ def test_a_held_publisher_that_must_wait_for_room_writes_first(
     eventually(lambda: len(observer.messages("t/held/burst")) >= count, timeout=30)
     assert [int(m.payload) for m in observer.messages("t/held/burst")] == list(range(count))
     assert client.stats()["dropped"] == 0
-    assert holding_at_wait and not any(holding_at_wait)
+    assert in_flight_at_wait and all(in_flight_at_wait)
 
 
 def test_a_publisher_waiting_for_room_drops_the_oldest_once_the_link_is_gone() -> None:

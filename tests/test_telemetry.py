@@ -3,11 +3,10 @@ retries, the circuit breaker, error streaks, availability and coalescing groups.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from test_runtime import BOUND, Running
@@ -289,7 +288,7 @@ def test_a_group_shares_one_thread_and_keeps_each_members_cadence() -> None:
         for second in range(1, 5):
             r.clock.advance(1)
             # fast every 1 s, slow and alone every 2 s: two telemetry workers share one
-            # phase slot (up to WORKERS_PER_SLOT do), so "alone" is due with "slow"
+            # phase slot (up to DEVICES_PER_SLOT devices do), so "alone" is due with "slow"
             expected = 3 + second + 2 * (second // 2)
             r.until(lambda e=expected: len(runs) == e, f"second {second}")
             r.clock.wait_for_waiters(3, timeout=BOUND)
@@ -307,7 +306,7 @@ def test_a_group_shares_one_thread_and_keeps_each_members_cadence() -> None:
 def test_groups_of_many_devices_get_phase_slots_of_their_own() -> None:
     """Phase slots are shared by up to DEVICES_PER_SLOT *devices*, not workers: two groups of
     16 run half a second apart, each alone, instead of both at once (where ten groups of 100
-    made 1,000 readings fight for the GIL: each 20 ms late or not, tick by tick)."""
+    made 1,000 readings fight for the GIL: each up to 20 ms late or not, tick by tick)."""
     app = App("demo")
     runs: list[tuple[str, float]] = []
 
@@ -336,32 +335,35 @@ def test_groups_of_many_devices_get_phase_slots_of_their_own() -> None:
 
 
 class HoldingMock(MockMqttClient):
-    """The mock client with ``writes_held``, noting the topics published inside each block."""
+    """The mock client with ``hold_writes``/``release_writes``: the topics published while
+    held, one list per hold, kept at its release."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.blocks: list[list[str]] = []  # the topics published inside each block
-        self._inside: threading.local = threading.local()
+        self.blocks: list[list[str]] = []
+        self._held = threading.local()
 
-    @contextlib.contextmanager
-    def writes_held(self) -> Iterator[None]:
-        self._inside.block = block = []
-        try:
-            yield
-        finally:
-            self._inside.block = None
-            self.blocks.append(block)
+    def hold_writes(self) -> None:
+        if getattr(self._held, "topics", None) is None:
+            self._held.topics = []
+
+    def release_writes(self) -> None:
+        topics = getattr(self._held, "topics", None)
+        self._held.topics = None
+        if topics:
+            self.blocks.append(topics)
 
     def publish(self, topic: str, payload: str | bytes, **kwargs: object) -> None:
-        block = getattr(self._inside, "block", None)
-        if block is not None:
-            block.append(topic)
+        held = getattr(self._held, "topics", None)
+        if held is not None:
+            held.append(topic)
         super().publish(topic, payload, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_groups_readings_of_one_tick_are_written_together() -> None:
-    """A group's tick runs inside the client's ``writes_held`` (its readings go out in one
-    go); a device alone publishes one reading a tick and is not wrapped."""
+    """A group's quick readings of a tick are held back and released together (one
+    ``hold_writes`` .. ``release_writes`` a tick); a device alone publishes one reading a
+    tick and is never held."""
     app = App("demo")
     for i in range(3):
         app.add_telemetry(f"g{i}", lambda: {"v": 1}, interval=1, group="bus")
@@ -380,9 +382,9 @@ def test_a_groups_readings_of_one_tick_are_written_together() -> None:
 
 
 def test_a_slow_groups_readings_are_written_as_they_come() -> None:
-    """A group whose tick took longer than QUICK_TICK (1-wire: 750 ms a sensor) is not held
-    on its next tick: each reading goes out as it comes, not when the tick ends."""
-    from agent.runtime.worker import QUICK_TICK
+    """A reading that takes longer than HOLD_AT_MOST (1-wire: 750 ms a sensor) is not held
+    up: what waits goes out after it, and from its next cycle on, before it too."""
+    from agent.runtime.worker import HOLD_AT_MOST
 
     app = App("demo")
     clock = FakeClock()
@@ -390,47 +392,57 @@ def test_a_slow_groups_readings_are_written_as_they_come() -> None:
 
     def slow() -> dict:
         reads.append(clock.now())
-        clock.advance(QUICK_TICK)  # the read "takes" this long, so the tick takes longer
+        clock.advance(2 * HOLD_AT_MOST)  # the read "takes" this long
         return {"v": 1}
 
+    app.add_telemetry("quick", lambda: {"v": 1}, interval=10, group="wire")
     for i in range(2):
         app.add_telemetry(f"w{i}", slow, interval=10, group="wire")
     r = Running(app, clock=clock)
     r.mqtt = HoldingMock()
     with r:
         r.until(lambda: len(reads) == 2, "the readings at start")
+        r.until(lambda: len(r.states("demo/w1/state")) == 1, "their states")
         r.clock.wait_for_waiters(2, timeout=BOUND)
         r.clock.advance(10)
         r.until(lambda: len(reads) == 4, "the readings of the next tick")
-        r.until(lambda: len(r.states("demo/w1/state")) == 2, "its states")
-    assert len(r.mqtt.blocks) == 1  # only the first tick, before it was known to be slow
+        r.until(lambda: len(r.states("demo/w1/state")) == 2, "their states")
+    # At start nothing was known: "quick" and the first slow reading were held together
+    # (released after it), the second slow one alone. Then the slow ones are known: only
+    # "quick" is held, and released before the slow reading that follows it.
+    assert [[t for t in block if t.endswith("/state")] for block in r.mqtt.blocks] == [
+        ["demo/quick/state", "demo/w0/state"],
+        ["demo/w1/state"],
+        ["demo/quick/state"],
+    ]
 
 
 @pytest.mark.parametrize(
-    ("sizes", "interval", "expected"),
+    ("sizes", "intervals", "expected"),
     [
-        ([1] * 10, 1.0, [0.0] * 10),  # ten devices: one slot, one wake a second
-        ([2, 1], 2.0, [0.0, 0.0]),  # a small group and a device share theirs
-        ([100] * 10, 1.0, [(100 * k * 63 // 1000) / 63 for k in range(10)]),  # ~95 ms apart
-        ([100] + [1] * 10, 1.0, [0.0] + [6 / 7] * 10),  # the ten singles after the group
-        ([1] * 1000, 1.0, None),  # 63 slots of 16: checked below
+        ([1] * 10, [1.0] * 10, [0.0] * 10),  # ten devices: one slot, one wake a second
+        ([2, 1], [2.0, 2.0], [0.0, 0.0]),  # a small group and a device share theirs
+        ([100] * 10, [1.0] * 10, [k / 10 for k in range(10)]),  # a slot each, 100 ms apart
+        ([100] + [1] * 10, [1.0] * 11, [0.0] + [0.5] * 10),  # the singles together
+        ([1] * 8 + [100], [1.0] * 9, [0.0] * 8 + [0.5]),  # the group alone
+        ([100] * 10 + [1] * 100, [60.0] * 10 + [0.25] * 100, None),  # intervals apart
+        ([1] * 1000, [1.0] * 1000, None),  # 63 slots of 16, over 63 positions
     ],
 )
 def test_phase_slots_count_devices(
-    sizes: list[int], interval: float, expected: list[float] | None
+    sizes: list[int], intervals: list[float], expected: list[float] | None
 ) -> None:
-    from agent.runtime.lifecycle import DEVICES_PER_SLOT, _phase
+    from agent.runtime.lifecycle import DEVICES_PER_SLOT, _phases
 
-    firsts = [sum(sizes[:i]) for i in range(len(sizes))]
-    phases = [_phase(first, sum(sizes), interval) for first in firsts]
+    phases = _phases(sizes, intervals)
     if expected is not None:
         assert phases == pytest.approx(expected)
-    assert all(0 <= p < interval for p in phases)
-    counts: dict[float, int] = {}
-    for phase, size in zip(phases, sizes, strict=True):
-        counts[phase] = counts.get(phase, 0) + size
-    if sum(sizes) > DEVICES_PER_SLOT:  # no slot holds much more than its share
-        assert max(counts.values()) <= max(max(sizes), DEVICES_PER_SLOT + 1)
+    assert all(0 <= p < i for p, i in zip(phases, intervals, strict=True))
+    counts: dict[tuple[float, float], int] = {}
+    for phase, size, interval in zip(phases, sizes, intervals, strict=True):
+        counts[interval, phase] = counts.get((interval, phase), 0) + size
+    # No phase holds more than a slot's share, or a worker that alone is bigger.
+    assert max(counts.values()) <= max(max(sizes), DEVICES_PER_SLOT)
 
 
 # -- registration and configuration errors ------------------------------------------------------

@@ -138,7 +138,7 @@ def run_ten_seconds(step: timedelta | None) -> TenSeconds:
     fake seconds, stepping the wall clock after five (while every thread waits) if asked.
 
     One telemetry device only: the runtime spreads the phases of many devices (more than
-    WORKERS_PER_SLOT) over their interval; this one keeps phase 0, so its cycles fall on whole
+    DEVICES_PER_SLOT) over their interval; this one keeps phase 0, so its cycles fall on whole
     seconds.
     """
     app = App("demo", heartbeat_interval=1)

@@ -91,6 +91,16 @@ its capacity: one wake per half a lane, not one per acknowledgement."""
 _EARLY_ACK_LIMIT = 1024
 
 
+class _WriterState(threading.local):
+    """Per thread, for ``_PahoClient``'s direct writes: packets being handed over are only
+    queued (``defer``), this thread's write loop is draining the queue (``writing``)."""
+
+    # Class defaults: a getattr() default on a thread-local that lacks the attribute raises
+    # and catches an AttributeError (~0.5 us), and these are read for every packet.
+    defer = False
+    writing = False
+
+
 class _PahoClient(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed.
 
@@ -114,7 +124,7 @@ class _PahoClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_lock = threading.Lock()
-        self._local = threading.local()
+        self._local = _WriterState()
 
     # -- writing from the publishing thread (ADR-012) -------------------------------------
     #
@@ -131,7 +141,7 @@ class _PahoClient(mqtt.Client):
     def deferring(self) -> bool:
         """True on a thread that MqttClient is handing messages over on (it calls
         write_now() afterwards)."""
-        return bool(getattr(self._local, "defer", False))
+        return self._local.defer
 
     def set_deferring(self, on: bool) -> None:
         self._local.defer = on
@@ -183,7 +193,7 @@ class _PahoClient(mqtt.Client):
         """Write what is queued, on this thread; if another thread is writing (or the socket
         is busy), wake the network thread to finish instead. Never raises. False when the
         link turned out to be dead: nothing more should be handed over to it."""
-        if not self._out_packet or getattr(self._local, "writing", False):
+        if not self._out_packet or self._local.writing:
             return True  # nothing to do, or this thread's write loop is already draining it
         rc = mqtt.MQTT_ERR_SUCCESS
         if self._sock is not None and self._write_lock.acquire(blocking=False):
@@ -484,6 +494,12 @@ def _validate_topic(topic: str) -> None:
         raise ValueError(f"invalid publish topic {topic!r}")
 
 
+class _Holding(threading.local):
+    """Per thread: whether it holds its writes back (``MqttClient.hold_writes``)."""
+
+    on = False  # class defaults: a getattr() default on a thread-local costs an exception
+
+
 class MqttClient:
     """Production MQTT adapter on paho-mqtt 1.6 or 2.x.
 
@@ -566,7 +582,7 @@ class MqttClient:
         self._stale_topics: Counter[str] = Counter()  # held: nothing newer may overtake
         self._attempts = _AttemptLog(self._address, settings.reconnect_max_delay)
         self._network_thread: threading.Thread | None = None
-        self._holding = threading.local()  # see writes_held()
+        self._holding = _Holding()  # see writes_held()
 
     # -- ports ---------------------------------------------------------------------------
 
@@ -584,8 +600,9 @@ class MqttClient:
                 f"{self._settings.max_payload_bytes}"
             )
         message = Outgoing(topic, data, qos, bool(retain))
-        if not retain and getattr(self._holding, "on", False) and self._outbox.events_full():
-            self._write_held()  # it may wait for room below: what it holds must go first
+        holding = self._holding.on
+        if holding and not retain and self._would_wait():
+            self._pump()  # what waits goes in flight first: its acknowledgements make the room
         with self._cond:
             if not retain and self._outbox.events_full() and self._may_wait():
                 self._room_waiters += 1
@@ -598,7 +615,7 @@ class MqttClient:
                 self._dropped += 1
                 self._dropped_total += 1
                 count = self._dropped
-            first = self._claim_locked()
+            first = None if holding else self._claim_locked()
         if first is not None:
             self._pump_from(first)
         if dropped is not None and (count == 1 or count % 100 == 0):
@@ -621,31 +638,44 @@ class MqttClient:
 
     @contextlib.contextmanager
     def writes_held(self) -> Iterator[None]:
-        """Within, what this thread publishes is handed over as usual but written to the
-        socket once, at the end (a telemetry group's readings of one tick).
-
-        Written one by one, each publish would be a ``send`` that lets go of the GIL while
-        the broker's acknowledgements of the ones before already keep paho's thread busy:
-        two thread switches a message (ten groups of 100 devices, each alone in its phase
-        slot, cost 1.5-2x the CPU of the same groups read at once, whose messages queued). Held,
-        they go out back to back and the acknowledgements come after. Nothing is held
-        longer than the block, or where a publisher waits for room (written first)."""
-        if getattr(self._holding, "on", False):
+        """Within, this thread's messages wait in the outbox and go out together at the end
+        of the block (see :meth:`hold_writes`); nested blocks end with the outermost."""
+        if self._holding.on:
             yield
             return
-        self._holding.on = True
+        self.hold_writes()
         try:
             yield
         finally:
-            self._holding.on = False
-            self._write_held()
+            self.release_writes()
 
-    def _write_held(self) -> None:
-        client = self._paho
-        if client is not None and getattr(client, "direct_write", False):
-            client.set_deferring(False)
-            if client.write_now():
-                self._pump()  # QoS 0 slots freed by the write: what waited may go
+    def hold_writes(self) -> None:
+        """From now on, what this thread publishes waits in the outbox instead of being
+        handed to paho and written at once, until :meth:`release_writes` (a telemetry group's
+        quick readings of one tick).
+
+        Written one by one, each message is a ``send`` that lets go of the GIL while the
+        broker's acknowledgements of the ones before already keep paho's thread busy: the two
+        threads trade the GIL at every message (ten groups of 100 devices, each alone in its
+        phase slot, cost 1.5-2x the CPU of the same groups read all at once). Released, they
+        are handed over back to back and written together; the acknowledgements come after.
+        Only this thread's own messages wait: another thread publishing meanwhile hands over
+        and writes as ever (taking along what waits ahead of its message), and so does
+        paho's thread when an acknowledgement frees the window. A holder that would have to
+        wait for room in the event lane sends what waits first."""
+        self._holding.on = True
+
+    def release_writes(self) -> None:
+        """Hand over and write what this thread's :meth:`hold_writes` kept back (a no-op when
+        it holds nothing)."""
+        if self._holding.on:
+            self._holding.on = False
+            self._pump()
+
+    def _would_wait(self) -> bool:
+        """Whether an event published now would wait for room (see :meth:`publish`)."""
+        with self._cond:
+            return self._outbox.events_full() and self._may_wait()
 
     def stop_waiting(self) -> None:
         """From now on nobody waits for room (shutdown has begun); waiters give up at once."""
@@ -1117,8 +1147,7 @@ class MqttClient:
                 while message is not None:
                     message = self._hand_over(message)
             finally:
-                written = False
-                if direct and not getattr(self._holding, "on", False):
+                if direct:
                     assert client is not None
                     client.set_deferring(False)
                     written = client.write_now()

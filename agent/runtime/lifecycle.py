@@ -20,7 +20,6 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from agent import clock as clock_mod
@@ -39,7 +38,13 @@ from agent.runtime.scheduler import Scheduler
 from agent.runtime.stalls import CallWatch, default_timeout
 from agent.runtime.supervisor import Supervisor
 from agent.runtime.watchdog import SystemdLink, status_line
-from agent.runtime.worker import Member, TelemetryWorker, Worker, report_handler_failure
+from agent.runtime.worker import (
+    Member,
+    TelemetryWorker,
+    Worker,
+    WriteHold,
+    report_handler_failure,
+)
 from agent.settings import ConfigError
 from agent.settings.conversion import _show
 from agent.stores import STORE_ERROR_TYPES
@@ -257,7 +262,7 @@ class Runtime:
                     timeouts={},  # set once the intervals are known (_resolve_intervals)
                     reminder_interval=self.app.error_reminder_interval,
                     gate=self.adapter_health.calling,  # type: ignore[union-attr]
-                    writes_held=_writes_held(self.mqtt, len(members)),
+                    writes=_write_hold(self.mqtt, len(members)),
                 )
             )
         return routes
@@ -381,23 +386,21 @@ class Runtime:
         """One scheduler job per telemetry worker, their phases spread in slots.
 
         Up to :data:`DEVICES_PER_SLOT` devices share a phase (one wake for all of them);
-        more are spread evenly over the interval, counted in devices, not workers. 1,000
+        more are spread evenly over their interval, slot by slot (:func:`_phases`). 1,000
         devices at 1 s then wake 16 every 16 ms instead of all at once, which would make
         1,000 threads fight for the GIL and the last one run 100 ms late every second; ten
-        groups of 100 get a slot each, ~100 ms apart, instead of reading their 1,000 devices
-        side by side (each reading late by whatever the other groups took, up to 20 ms).
+        groups of 100 get a slot each, 100 ms apart, instead of reading their 1,000 devices
+        side by side (each group's readings late by whatever the others took, up to 20 ms).
         (The first reading of every device is at start-up, before this.) Ticks that find
         the previous one still waiting — a slow or retrying device — are skipped, counted
         and logged at 1, 10, 100…
         """
         workers = [w for w in self.workers if isinstance(w, TelemetryWorker)]
-        devices = sum(len(w.members) for w in workers)
+        periods = [min(intervals[m.reg.name] for m in w.members) for w in workers]
+        phases = _phases([len(w.members) for w in workers], periods)
         now = self.clock.now()
-        first = 0  # the devices of the workers before this one
-        for worker in workers:
+        for worker, phase in zip(workers, phases, strict=True):
             members = [(m.reg.name, intervals[m.reg.name]) for m in worker.members]
-            phase = _phase(first, devices, min(seconds for _, seconds in members))
-            first += len(members)
             self.scheduler.telemetry(
                 members,
                 self._ticker(worker.inbox, intervals),
@@ -501,8 +504,8 @@ SCHEDULER_WEDGED = 10.0
 """Real seconds without a scheduler round (it has a job every second) that mean it is stuck."""
 
 PHASE_SLOT = 0.01
-"""Telemetry phases are multiples of this (seconds): devices that share a slot share a wake
-and their publishes go out together, which costs far less CPU than one wake each."""
+"""Telemetry phases are at least this far apart (seconds): devices that share a slot share
+a wake and their publishes go out together, which costs far less CPU than one wake each."""
 
 DEVICES_PER_SLOT = 16
 """How many telemetry devices share a phase slot before another slot is opened. A shared
@@ -512,21 +515,37 @@ few milliseconds of each other, where 1,000 would fight for the GIL for 20-100 m
 in devices, not threads: a coalescing group of 100 fills several slots on its own."""
 
 
-def _phase(first: int, devices: int, interval: float) -> float:
-    """The offset in ``[0, interval)`` of a telemetry worker whose first device is number
-    ``first`` (from 0) of ``devices``: one slot per :data:`DEVICES_PER_SLOT` devices,
-    spread evenly over at most ``interval / PHASE_SLOT`` slots."""
-    wanted = -(-devices // DEVICES_PER_SLOT)
-    slots = max(1, min(wanted, int(interval / PHASE_SLOT)))
-    return (first * slots // devices) / slots * interval
+def _phases(sizes: list[int], intervals: list[float]) -> list[float]:
+    """The offset in ``[0, interval)`` of each telemetry worker, of ``sizes[i]`` devices
+    with the cadence ``intervals[i]``.
+
+    The workers of one interval fill slots in order, up to :data:`DEVICES_PER_SLOT` devices
+    a slot (a worker of more, a large group, has one to itself); the slots are spread evenly
+    over the interval, at most ``interval / PHASE_SLOT`` positions (then several share one).
+    """
+    slots: dict[float, int] = {}  # interval -> the last slot opened
+    filled: dict[float, int] = {}  # interval -> devices in that slot
+    slot_of: list[int] = []
+    for size, interval in zip(sizes, intervals, strict=True):
+        slot, fill = slots.get(interval, 0), filled.get(interval, 0)
+        if fill and fill + size > DEVICES_PER_SLOT:
+            slot, fill = slot + 1, 0
+        slots[interval], filled[interval] = slot, fill + size
+        slot_of.append(slot)
+    phases = []
+    for slot, interval in zip(slot_of, intervals, strict=True):
+        count = slots[interval] + 1
+        positions = max(1, min(count, int(interval / PHASE_SLOT)))
+        phases.append((slot * positions // count) / positions * interval)
+    return phases
 
 
-def _writes_held(mqtt: object, members: int) -> Callable[[], AbstractContextManager[None]]:
-    """What a telemetry worker wraps each tick in: a group's readings are written together
-    (``MqttClient.writes_held``); a single device's one reading needs nothing of the kind,
-    nor does a client without it (the fakes)."""
-    held = getattr(mqtt, "writes_held", None)
-    return held if held is not None and members > 1 else contextlib.nullcontext
+def _write_hold(mqtt: object, members: int) -> WriteHold | None:
+    """The client, if it can hold writes back, for a group (a single device publishes one
+    reading a tick: nothing to batch); None for a client without it (the fakes)."""
+    if members > 1 and callable(getattr(mqtt, "hold_writes", None)):
+        return mqtt  # type: ignore[return-value]
+    return None
 
 
 def _at(scheduler: Scheduler, func: Callable[[], object], name: str, when: float) -> None:

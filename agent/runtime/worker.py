@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent.clock import ClockPort
 from agent.context import Command, DeviceContext
@@ -306,11 +306,21 @@ class Worker:
                 )
 
 
-QUICK_TICK = 0.02
-"""Seconds: a coalescing group whose last tick took at most this long has the readings of
-its next tick written to the broker together, when the tick ends (``writes_held``), so
-their acknowledgements do not keep two threads trading the GIL at every reading; at most
-this much later than one by one."""
+HOLD_AT_MOST = 0.02
+"""Seconds. A coalescing group's quick readings of one tick are held back and written to the
+broker together (``MqttClient.hold_writes``: their acknowledgements then do not keep two
+threads trading the GIL at every reading), but never for longer than this plus one quick
+reading: a reading that took longer is *slow*, and what waits goes out before and after
+it (1-wire: 750 ms a sensor). A member is judged by its previous cycle; a first cycle
+counts as quick."""
+
+
+class WriteHold(Protocol):
+    """What :class:`TelemetryWorker` needs of the MQTT client to batch a group's writes."""
+
+    def hold_writes(self) -> None: ...
+
+    def release_writes(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -344,13 +354,13 @@ class TelemetryWorker:
         timeouts: dict[str, float | None],
         reminder_interval: float | None,
         gate: Gate = _open_gate,
-        writes_held: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+        writes: WriteHold | None = None,
     ) -> None:
         self.name = name
         self.members = members
-        self._writes_held = writes_held
+        self._writes = writes  # None: each reading is written as it comes
         self._clock = clock
-        self._quick = True  # the last tick took at most QUICK_TICK: hold the next one's writes
+        self._slow: set[str] = set()  # members whose last cycle took over HOLD_AT_MOST
         self.inbox = inbox
         self.cycles = [
             TelemetryCycle(
@@ -400,14 +410,37 @@ class TelemetryWorker:
             if item is None:
                 return
             if isinstance(item, Tick):
-                began = self._clock.now()
-                # A quick group's readings go out together at the end of the tick; a slow
-                # one's (1-wire: 750 ms a sensor) each as it comes, not a tick late.
-                with self._writes_held() if self._quick else contextlib.nullcontext():
-                    for cycle in self.cycles:
-                        if cycle.name in item.due:
-                            cycle.run()
-                self._quick = self._clock.now() - began <= QUICK_TICK
+                due = [cycle for cycle in self.cycles if cycle.name in item.due]
+                if self._writes is None:
+                    for cycle in due:
+                        cycle.run()
+                else:
+                    self._run_holding(due, self._writes)
+
+    def _run_holding(self, due: list[TelemetryCycle], writes: WriteHold) -> None:
+        """Run the due cycles, holding their quick readings' writes back (see
+        :data:`HOLD_AT_MOST`)."""
+        clock, held_since = self._clock, None
+        try:
+            for cycle in due:
+                if cycle.name in self._slow:
+                    writes.release_writes()  # not kept waiting behind a slow reading
+                    held_since = None
+                elif held_since is None:
+                    writes.hold_writes()
+                    held_since = clock.now()
+                began = clock.now()
+                cycle.run()
+                ended = clock.now()
+                if ended - began > HOLD_AT_MOST:
+                    self._slow.add(cycle.name)
+                else:
+                    self._slow.discard(cycle.name)
+                if held_since is not None and ended - held_since > HOLD_AT_MOST:
+                    writes.release_writes()
+                    held_since = None
+        finally:
+            writes.release_writes()
 
     def _start(self, member: Member) -> Callable[[], object]:
         """Run the member's ``init`` and plan its calls; raises what ``init`` raised (the
