@@ -965,6 +965,7 @@ def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(
     broker: Mosquitto, observer: Observer, clients: list[MqttClient]
 ) -> None:
     client, _, _ = started(clients, settings_for(broker))
+    eventually(lambda: client.connected, timeout=5)  # connect handling done: may wait
     sends = _sends_on_this_thread(client)
     with client.writes_held():
         client.publish("t/held/state", "s", retain=True)
@@ -993,6 +994,7 @@ def test_a_hold_keeps_back_only_the_holders_own_messages(
     broker: Mosquitto, observer: Observer, clients: list[MqttClient]
 ) -> None:
     client, _, _ = started(clients, settings_for(broker))
+    eventually(lambda: client.connected, timeout=5)  # connect handling done: may wait
     with client.writes_held():
         client.publish("t/held/mine", "1")
         other = threading.Thread(target=client.publish, args=("t/held/theirs", "2"))
@@ -1014,6 +1016,7 @@ def test_a_held_publisher_that_must_wait_for_room_writes_first(
     # Without the fix each of ~190 waits would last the whole backpressure wait: keep it short.
     monkeypatch.setattr("agent.mqtt.paho.BACKPRESSURE_WAIT", 0.2)
     client, _, _ = started(clients, settings_for(broker, offline_buffer_size=5))
+    eventually(lambda: client.connected, timeout=5)  # connect handling done: may wait
     client.wait_for_room_on(threading.current_thread())
     room = client._room
     in_flight_at_wait: list[bool] = []

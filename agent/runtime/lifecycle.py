@@ -512,7 +512,7 @@ DEVICES_PER_SLOT = 16
 slot is one scheduler wake and one network-thread wake for all of them (ten devices at 1 s
 wake the agent once a second, not ten times); 16 devices read together finish within a
 few milliseconds of each other, where 1,000 would fight for the GIL for 20-100 ms. Counted
-in devices, not threads: a coalescing group of 100 fills several slots on its own."""
+in devices, not threads: a coalescing group of more than 16 has a slot to itself."""
 
 
 def _phases(sizes: list[int], intervals: list[float]) -> list[float]:
