@@ -417,6 +417,68 @@ def test_a_slow_groups_readings_are_written_as_they_come() -> None:
     ]
 
 
+def test_a_retrying_member_releases_what_waits_before_its_backoff() -> None:
+    """Readings held before a member that now fails and retries go out before its backoff,
+    not after it (it was quick last cycle, so it ran while they were held)."""
+    app = App("demo")
+    failing = threading.Event()
+    attempts: list[float] = []
+
+    app.add_telemetry("a", lambda: {"v": 1}, interval=10, group="bus")
+
+    @app.telemetry("b", interval=10, group="bus", retry=1, backoff=FixedBackoff(delay=5, jitter=0))
+    def b(clock: FakeClock) -> dict:
+        attempts.append(clock.now())
+        if failing.is_set() and len(attempts) == 2:
+            raise TimeoutError("bus busy")
+        return {"v": 1}
+
+    app.add_telemetry("c", lambda: {"v": 1}, interval=10, group="bus")
+    r = Running(app)
+    r.mqtt = HoldingMock()
+    with r:
+        r.until(lambda: len(r.mqtt.blocks) == 1, "the first tick")
+        failing.set()
+        r.clock.wait_for_waiters(2, timeout=BOUND)
+        r.clock.advance(10)
+        r.until(lambda: len(attempts) == 2, "b's failed attempt")
+        r.clock.wait_for_waiters(2, timeout=BOUND)  # b in its backoff
+        # "a" is out while b waits its 5 s; nothing of b or c yet.
+        assert [t for t in r.mqtt.blocks[1] if t.endswith("/state")] == ["demo/a/state"]
+        r.clock.advance(5)
+        r.until(lambda: len(r.mqtt.blocks) == 3, "b's retry and c")
+        assert attempts == [0.0, 10.0, 15.0]
+    # b's retried reading went out as it came (its cycle took the backoff: slow); c is
+    # held anew.
+    assert len(r.states("demo/b/state")) == 2
+    assert [t for t in r.mqtt.blocks[2] if t.endswith("/state")] == ["demo/c/state"]
+
+
+def test_quick_readings_are_held_for_at_most_hold_at_most_together() -> None:
+    """Quick readings that add up past HOLD_AT_MOST are released there, and the next ones
+    are held anew: nothing of a tick waits much longer than HOLD_AT_MOST."""
+    from agent.runtime.worker import HOLD_AT_MOST
+
+    app = App("demo")
+    clock = FakeClock()
+
+    def quick() -> dict:
+        clock.advance(HOLD_AT_MOST * 0.4)  # quick alone, but three are more than the bound
+        return {"v": 1}
+
+    for i in range(6):
+        app.add_telemetry(f"q{i}", quick, interval=10, group="bus")
+    r = Running(app, clock=clock)
+    r.mqtt = HoldingMock()
+    with r:
+        r.until(lambda: len(r.states("demo/q5/state")) == 1, "the first tick")
+        r.until(lambda: len(r.mqtt.blocks) == 2, "its release")
+    assert [[t for t in block if t.endswith("/state")] for block in r.mqtt.blocks] == [
+        ["demo/q0/state", "demo/q1/state", "demo/q2/state"],
+        ["demo/q3/state", "demo/q4/state", "demo/q5/state"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("sizes", "intervals", "expected"),
     [

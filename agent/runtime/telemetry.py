@@ -97,8 +97,11 @@ class TelemetryCycle:
         reminder_interval: float | None,
         gate: Callable[[str], AbstractContextManager[bool]] | None = None,
         store: DeviceStore | None = None,
+        before_waiting: Callable[[], None] | None = None,
     ) -> None:
         self.reg = reg
+        # Called before a retry's backoff: a group's held writes must not wait that long.
+        self._before_waiting = before_waiting
         self._gate = gate
         self._store = store
         self.ctx = ctx
@@ -194,6 +197,8 @@ class TelemetryCycle:
                     exc,
                     delay,
                 )
+                if self._before_waiting is not None:
+                    self._before_waiting()
                 if self._inbox.wait_closed(delay):
                     raise _ShutDown from exc
 

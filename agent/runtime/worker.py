@@ -361,6 +361,7 @@ class TelemetryWorker:
         self._writes = writes  # None: each reading is written as it comes
         self._clock = clock
         self._slow: set[str] = set()  # members whose last cycle took over HOLD_AT_MOST
+        self._held_since: float | None = None  # clock time the writes began to be held
         self.inbox = inbox
         self.cycles = [
             TelemetryCycle(
@@ -376,6 +377,7 @@ class TelemetryWorker:
                 reminder_interval=reminder_interval,
                 gate=gate,
                 store=m.store,
+                before_waiting=self._release if writes is not None else None,
             )
             for m in members
         ]
@@ -420,27 +422,31 @@ class TelemetryWorker:
     def _run_holding(self, due: list[TelemetryCycle], writes: WriteHold) -> None:
         """Run the due cycles, holding their quick readings' writes back (see
         :data:`HOLD_AT_MOST`)."""
-        clock, held_since = self._clock, None
+        clock = self._clock
         try:
             for cycle in due:
                 if cycle.name in self._slow:
-                    writes.release_writes()  # not kept waiting behind a slow reading
-                    held_since = None
-                elif held_since is None:
+                    self._release()  # not kept waiting behind a slow reading
+                elif self._held_since is None:
                     writes.hold_writes()
-                    held_since = clock.now()
+                    self._held_since = clock.now()
                 began = clock.now()
-                cycle.run()
+                cycle.run()  # a retry's backoff releases first (before_waiting)
                 ended = clock.now()
                 if ended - began > HOLD_AT_MOST:
                     self._slow.add(cycle.name)
                 else:
                     self._slow.discard(cycle.name)
-                if held_since is not None and ended - held_since > HOLD_AT_MOST:
-                    writes.release_writes()
-                    held_since = None
+                if self._held_since is not None and ended - self._held_since > HOLD_AT_MOST:
+                    self._release()
         finally:
-            writes.release_writes()
+            self._release()
+
+    def _release(self) -> None:
+        """Write what is held (if anything) now; the next quick reading holds again."""
+        assert self._writes is not None
+        self._writes.release_writes()
+        self._held_since = None
 
     def _start(self, member: Member) -> Callable[[], object]:
         """Run the member's ``init`` and plan its calls; raises what ``init`` raised (the
