@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from agent.app import App, DeviceFailed
 from agent.clock import ClockPort, SystemClock
 from agent.context import AppContext, Command, DeviceContext
-from agent.entities import Entity
 from agent.errors import (
     CommandQueueFull,
     ErrorPayload,
@@ -63,6 +62,7 @@ from agent.stores import (
 from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
 
 if TYPE_CHECKING:
+    from agent.entities import Entity
     from agent.filters import Filter, MedianFilter, OneEuroFilter, Pt1Filter
     from agent.introspect import build_registry_snapshot
     from agent.mqtt.fakes import MockMqttClient, NullMqttClient
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from agent.stores import JsonFileStore, SqliteStore
 
 _LAZY = {
+    "Entity": "agent.entities",
     "Filter": "agent.filters",
     "MedianFilter": "agent.filters",
     "OneEuroFilter": "agent.filters",
@@ -85,7 +86,8 @@ _LAZY = {
 }
 """Public names imported when first asked for (PEP 562), not by ``import agent``: each pulls
 in what a running agent may not need — the C++ filters and libstdc++, sqlite3, paho, the
-fakes. A run imports only what its config uses: less memory and a faster start (ADR-012)."""
+fakes, Home Assistant's entities. A run imports only what its config uses: less memory and
+a faster start (ADR-012)."""
 
 
 def __dir__() -> list[str]:

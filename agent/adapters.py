@@ -40,7 +40,6 @@ from __future__ import annotations
 import importlib
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from agent.injection import (
@@ -150,13 +149,21 @@ def _check_spec(spec: AdapterSpec, role: str) -> None:
         _check_injectable(_params(spec, role), role, name)
 
 
-@dataclass(frozen=True)
 class AdapterEntry:
-    """One registered port: its implementation and its optional dry-run variant."""
+    """One registered port: its implementation and its optional dry-run variant.
 
-    port: type
-    impl: AdapterSpec
-    dry_run: AdapterSpec | None = None
+    Read-only by convention (nothing enforces it).
+    """
+
+    __slots__ = ("dry_run", "impl", "port")
+
+    def __init__(self, port: type, impl: AdapterSpec, dry_run: AdapterSpec | None = None) -> None:
+        self.port = port
+        self.impl = impl
+        self.dry_run = dry_run
+
+    def __repr__(self) -> str:
+        return f"AdapterEntry({self.port.__name__}, {self.impl!r}, dry_run={self.dry_run!r})"
 
     @property
     def role(self) -> str:

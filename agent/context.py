@@ -14,7 +14,6 @@ import logging
 import threading
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from agent.clock import ClockPort
@@ -27,19 +26,48 @@ CommandHandler = Callable[..., Any]
 log = logging.getLogger("agent.context")
 
 
-@dataclass(frozen=True)
 class Command:
-    """One inbound command, as a device handler receives it.
+    """One inbound command, as a device handler receives it (read-only by convention).
 
     ``sub_topic`` is ``"calibrate"`` for ``{prefix}/{device}/calibrate/set`` and None for
     ``{prefix}/{device}/set``; ``received_at`` is the clock port's time when it arrived.
+
+    A plain class rather than a dataclass: one is built per command, and a frozen
+    dataclass costs 0.9 ms to define at start and 1 µs per instance (ADR-012).
     """
 
-    topic: str
-    payload: str
-    device: str
-    sub_topic: str | None = None
-    received_at: float = 0.0
+    __slots__ = ("device", "payload", "received_at", "sub_topic", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: str,
+        device: str,
+        sub_topic: str | None = None,
+        received_at: float = 0.0,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.device = device
+        self.sub_topic = sub_topic
+        self.received_at = received_at
+
+    def _key(self) -> tuple[str, str, str, str | None, float]:
+        return (self.topic, self.payload, self.device, self.sub_topic, self.received_at)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Command:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Command(topic={self.topic!r}, payload={self.payload!r}, device={self.device!r}, "
+            f"sub_topic={self.sub_topic!r}, received_at={self.received_at!r})"
+        )
 
 
 def _adapter_lookup(adapters: dict[type, object], port_type: type[T]) -> T:

@@ -109,14 +109,24 @@ class HeartbeatPayload:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
 
-@dataclass
 class _Tracked:
-    status: DeviceStatus  # last_success aside: see succeeded_at
-    is_root: bool
-    announced: bool  # "online" was published for it, so shutdown owes it an "offline"
-    online: bool = True  # what its availability topic says now
-    # The last good call. Every call sets it, so it is formatted only when read (current()).
-    succeeded_at: datetime.datetime | None = None
+    __slots__ = ("announced", "is_root", "online", "status", "succeeded_at")
+
+    def __init__(
+        self,
+        status: DeviceStatus,
+        is_root: bool,
+        announced: bool,
+        online: bool = True,
+        succeeded_at: datetime.datetime | None = None,
+    ) -> None:
+        self.status = status  # last_success aside: see succeeded_at
+        self.is_root = is_root
+        # "online" was published for it, so shutdown owes it an "offline"
+        self.announced = announced
+        self.online = online  # what its availability topic says now
+        # The last good call. Every call sets it, so it is formatted only when read (current()).
+        self.succeeded_at = succeeded_at
 
     def current(self) -> DeviceStatus:
         if self.succeeded_at is None:

@@ -18,16 +18,20 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
 class Param:
-    """One parameter of a handler and the type it asks for (None for by-name parameters)."""
+    """One parameter of a handler and the type it asks for (None for by-name parameters).
 
-    name: str
-    annotation: Any
+    Read-only by convention (nothing enforces it).
+    """
+
+    __slots__ = ("annotation", "name")
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        self.name = name
+        self.annotation = annotation
 
 
 def check_plain_function(func: Callable[..., Any], role: str) -> None:

@@ -9,15 +9,17 @@ module can contribute devices without owning the App.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.adapters import Adapters, AdapterSpec
-from agent.entities import Entity
 from agent.injection import check_plain_function, signature_params
 from agent.persist import PersistPolicy
 from agent.registry import DEFAULT, Default, IntervalSpec, Kind, Registry, TelemetryOptions
 from agent.retry import BackoffStrategy, CircuitBreaker
 from agent.strategies import PublishStrategy
+
+if TYPE_CHECKING:
+    from agent.entities import Entity  # imported only by a run that declares entities
 
 __all__ = ["Registrations"]
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from agent.entities import Entity
 from agent.injection import Param, asks_for, check_plain_function, signature_params
 from agent.persist import DeviceStore, check_policy
 from agent.retry import BackoffStrategy, CircuitBreaker
 from agent.strategies import PublishStrategy
 from agent.topics import validate_name
+
+if TYPE_CHECKING:
+    from agent.entities import Entity  # imported only by a run that declares entities
 
 Kind = Literal["device", "telemetry", "command"]
 IntervalSpec = float | Callable[..., float]
@@ -39,24 +40,65 @@ DEFAULT = Default()
 COMMAND_PARAMS = ("topic", "payload")
 
 
-@dataclass
 class Registration:
-    """One registered device: what to run, how, and under which name."""
+    """One registered device: what to run, how, and under which name.
 
-    kind: Kind
-    name: str
-    func: Callable[..., Any]
-    params: list[Param]
-    is_root: bool = False
-    init: Callable[..., Any] | None = None
-    init_params: list[Param] | None = None
-    enabled: bool = True
-    interval: IntervalSpec | None = None
-    telemetry: TelemetryOptions = field(default_factory=lambda: TelemetryOptions())
-    wants_store: bool = False  # a DeviceStore is injected, or persist= saves one
-    timeout: float | Default | None = DEFAULT  # per handler call; DEFAULT: by kind
-    entities: tuple[Entity, ...] = ()  # what its state fields are (Home Assistant)
-    source: str = ""  # where it was declared, for error messages ("module mybridge")
+    ``wants_store``: a DeviceStore is injected, or persist= saves one. ``timeout``: per
+    handler call; DEFAULT: by kind. ``entities``: what its state fields are (Home Assistant).
+    ``source``: where it was declared, for error messages ("module mybridge").
+    """
+
+    __slots__ = (
+        "enabled",
+        "entities",
+        "func",
+        "init",
+        "init_params",
+        "interval",
+        "is_root",
+        "kind",
+        "name",
+        "params",
+        "source",
+        "telemetry",
+        "timeout",
+        "wants_store",
+    )
+
+    def __init__(
+        self,
+        kind: Kind,
+        name: str,
+        func: Callable[..., Any],
+        params: list[Param],
+        is_root: bool = False,
+        init: Callable[..., Any] | None = None,
+        init_params: list[Param] | None = None,
+        enabled: bool = True,
+        interval: IntervalSpec | None = None,
+        telemetry: TelemetryOptions | None = None,
+        wants_store: bool = False,
+        timeout: float | Default | None = DEFAULT,
+        entities: tuple[Entity, ...] = (),
+        source: str = "",
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.func = func
+        self.params = params
+        self.is_root = is_root
+        self.init = init
+        self.init_params = init_params
+        self.enabled = enabled
+        self.interval = interval
+        self.telemetry = TelemetryOptions() if telemetry is None else telemetry
+        self.wants_store = wants_store
+        self.timeout = timeout
+        self.entities = entities
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Registration({self.kind!r}, {self.name!r}, source={self.source!r})"
 
     @property
     def is_telemetry(self) -> bool:
@@ -67,17 +109,47 @@ class Registration:
         return self.kind in ("device", "command")
 
 
-@dataclass(frozen=True)
 class TelemetryOptions:
-    """How a telemetry device publishes and copes with failure (see ``App.telemetry``)."""
+    """How a telemetry device publishes and copes with failure (see ``App.telemetry``).
 
-    publish: PublishStrategy | None = None
-    persist: object | None = None
-    group: str | None = None
-    retry: int = 0
-    retry_on: tuple[type[BaseException], ...] | None = None
-    backoff: BackoffStrategy | None = None
-    circuit_breaker: CircuitBreaker | None = None
+    Read-only by convention (nothing enforces it): :meth:`checked` returns a new instance
+    rather than changing this one.
+    """
+
+    __slots__ = (
+        "backoff",
+        "circuit_breaker",
+        "group",
+        "persist",
+        "publish",
+        "retry",
+        "retry_on",
+    )
+
+    def __init__(
+        self,
+        publish: PublishStrategy | None = None,
+        persist: object | None = None,
+        group: str | None = None,
+        retry: int = 0,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        backoff: BackoffStrategy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.publish = publish
+        self.persist = persist
+        self.group = group
+        self.retry = retry
+        self.retry_on = retry_on
+        self.backoff = backoff
+        self.circuit_breaker = circuit_breaker
+
+    def __repr__(self) -> str:
+        return (
+            f"TelemetryOptions(publish={self.publish!r}, persist={self.persist!r}, "
+            f"group={self.group!r}, retry={self.retry!r}, retry_on={self.retry_on!r}, "
+            f"backoff={self.backoff!r}, circuit_breaker={self.circuit_breaker!r})"
+        )
 
     def checked(self) -> TelemetryOptions:
         """These options, validated: ``ValueError`` naming the argument otherwise.
@@ -205,6 +277,8 @@ class Registry:
                 f"this one comes from {source}"
             )
         entities = tuple(entities)
+        if entities:
+            from agent.entities import Entity
         for entity in entities:
             if not isinstance(entity, Entity):
                 raise ValueError(f"entities= takes agent.Entity(...) items, got {entity!r}")

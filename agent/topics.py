@@ -18,8 +18,6 @@ trust their arguments and do not validate again: they run on every publish.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 __all__ = ["Topics", "prefix_problem", "validate_name", "validate_prefix", "validate_sub_topic"]
 
 # MQTT's wildcards and level separator: a name holding one would change what a topic means.
@@ -110,7 +108,6 @@ def filter_matches(pattern: str, topic: str) -> bool:
     return len(wanted) == len(levels)
 
 
-@dataclass(frozen=True)
 class Topics:
     """Builds and parses the topics of one app under ``prefix`` (validated on creation).
 
@@ -118,17 +115,26 @@ class Topics:
     ``None``.
     """
 
-    prefix: str
+    __slots__ = ("_prefix",)
 
-    def __post_init__(self) -> None:
-        validate_prefix(self.prefix)
+    def __init__(self, prefix: str) -> None:
+        validate_prefix(prefix)
+        self._prefix = prefix
+
+    @property
+    def prefix(self) -> str:
+        # Read-only (assigning raises AttributeError): it was validated once, in __init__.
+        return self._prefix
+
+    def __repr__(self) -> str:
+        return f"Topics({self._prefix!r})"
 
     def _base(self, device: str | None, is_root: bool) -> str:
         if is_root:
-            return self.prefix
+            return self._prefix
         if device is None:
             raise ValueError("a device name is needed unless is_root=True")
-        return f"{self.prefix}/{device}"
+        return f"{self._prefix}/{device}"
 
     def state(self, device: str | None, is_root: bool = False) -> str:
         """``{prefix}/{device}/state``; root: ``{prefix}/state``."""
@@ -149,13 +155,13 @@ class Topics:
     def error(self, device: str | None = None, is_root: bool = False) -> str:
         """``{prefix}/{device}/error``; ``{prefix}/error`` for no device or the root."""
         if device is None or is_root:
-            return f"{self.prefix}/error"
-        return f"{self.prefix}/{device}/error"
+            return f"{self._prefix}/error"
+        return f"{self._prefix}/{device}/error"
 
     @property
     def status(self) -> str:
         """``{prefix}/status``: the app's heartbeat and last will."""
-        return f"{self.prefix}/status"
+        return f"{self._prefix}/status"
 
     def channel(self, device: str | None, channel: str, is_root: bool = False) -> str:
         """``{prefix}/{device}/{channel}``; root: ``{prefix}/{channel}``."""
@@ -164,7 +170,7 @@ class Topics:
     def _command_levels(self, topic: str) -> list[str] | None:
         """The levels between the prefix and ``set`` of a topic our command subscriptions
         (``{prefix}/set``, ``{prefix}/+/set``, ``{prefix}/+/+/set``) can deliver, or None."""
-        head = f"{self.prefix}/"
+        head = f"{self._prefix}/"
         if not topic.startswith(head):
             return None
         levels = topic[len(head) :].split("/")

@@ -35,7 +35,6 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from agent.daemon import DEFAULT_CONFIG  # defined with the (light) package
@@ -159,23 +158,30 @@ def _module_problems(modules: Any, module_path: Any, source: str) -> list[Config
     return problems
 
 
-@dataclass(frozen=True)
 class DaemonDevice:
     """One checked ``[[device]]``: its type, the common keys, and what the type's
-    :meth:`~agent.daemon.types.DeviceType.check` returned."""
+    :meth:`~agent.daemon.types.DeviceType.check` returned (read-only by convention)."""
 
-    type: DeviceType
-    spec: DeviceSpec
-    options: Any
+    __slots__ = ("options", "spec", "type")
+
+    def __init__(self, type: DeviceType, spec: DeviceSpec, options: Any) -> None:
+        self.type = type
+        self.spec = spec
+        self.options = options
 
 
-@dataclass(frozen=True)
 class DaemonConfig:
-    """A config file with every problem checked away: the settings and the devices."""
+    """A config file with every problem checked away: the settings and the devices
+    (read-only by convention)."""
 
-    path: str
-    settings: DaemonSettings
-    devices: tuple[DaemonDevice, ...]
+    __slots__ = ("devices", "path", "settings")
+
+    def __init__(
+        self, path: str, settings: DaemonSettings, devices: tuple[DaemonDevice, ...]
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.devices = devices
 
     def summary(self) -> str:
         """One line for ``agent check``."""

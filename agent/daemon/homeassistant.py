@@ -72,7 +72,6 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from agent.clock import ClockPort, SystemClock, wait
@@ -357,11 +356,13 @@ def _number_problems(entity: Entity) -> list[str]:
 # -- building the configs ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Ids:
-    object_id: str
-    unique_id: str
-    entity_id: str
+    __slots__ = ("entity_id", "object_id", "unique_id")
+
+    def __init__(self, object_id: str, unique_id: str, entity_id: str) -> None:
+        self.object_id = object_id
+        self.unique_id = unique_id
+        self.entity_id = entity_id
 
 
 def _ids(node: str, reg: Registration, entity: Entity) -> _Ids:

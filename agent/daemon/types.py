@@ -15,7 +15,6 @@ found)`` for each (``key`` relative to the device's table, e.g. ``"mounts[1]"``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.router import Router
@@ -31,31 +30,75 @@ Problem = Callable[[str, str, str], None]
 already quoted for display, never a secret)."""
 
 
-@dataclass(frozen=True)
 class FieldFilter:
     """A signal filter for one numeric field of the state: ``kind`` is ``median``, ``pt1``
     or ``one_euro``, ``params`` its arguments (``window``; ``tau``; ``min_cutoff``, ``beta``,
-    ``d_cutoff``). ``dt`` is the device's interval."""
+    ``d_cutoff``). ``dt`` is the device's interval. Read-only by convention."""
 
-    field: str
-    kind: str
-    params: Mapping[str, float]
+    __slots__ = ("field", "kind", "params")
+
+    def __init__(self, field: str, kind: str, params: Mapping[str, float]) -> None:
+        self.field = field
+        self.kind = kind
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"FieldFilter({self.field!r}, {self.kind!r}, {dict(self.params)!r})"
 
 
-@dataclass(frozen=True)
 class DeviceSpec:
-    """The keys every ``[[device]]`` table has, checked by the daemon."""
+    """The keys every ``[[device]]`` table has, checked by the daemon (read-only by
+    convention: :meth:`but` makes a changed copy).
 
-    key: str  # where it is in the file, for messages: "device[2]"
-    type: str
-    name: str
-    enabled: bool = True
-    interval: float | None = None  # None: the type's default (or none, for command types)
-    publish: PublishStrategy | None = None
-    filters: tuple[FieldFilter, ...] = ()
-    retry: int = 0
-    group: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)  # the rest: the type's
+    ``key`` is where it is in the file, for messages (``"device[2]"``); ``interval`` None
+    means the type's default (or none, for command types); ``options`` are the rest of the
+    table, the type's own keys.
+    """
+
+    __slots__ = (
+        "enabled",
+        "filters",
+        "group",
+        "interval",
+        "key",
+        "name",
+        "options",
+        "publish",
+        "retry",
+        "type",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        type: str,
+        name: str,
+        enabled: bool = True,
+        interval: float | None = None,
+        publish: PublishStrategy | None = None,
+        filters: tuple[FieldFilter, ...] = (),
+        retry: int = 0,
+        group: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.key = key
+        self.type = type
+        self.name = name
+        self.enabled = enabled
+        self.interval = interval
+        self.publish = publish
+        self.filters = filters
+        self.retry = retry
+        self.group = group
+        self.options: Mapping[str, Any] = {} if options is None else options
+
+    def but(self, **changes: Any) -> DeviceSpec:
+        """A copy with ``changes`` (keyword arguments of the constructor)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return DeviceSpec(**{**fields, **changes})
+
+    def __repr__(self) -> str:
+        return f"DeviceSpec({self.key!r}, type={self.type!r}, name={self.name!r})"
 
 
 class DeviceType(Protocol):

@@ -26,19 +26,24 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Container
-from dataclasses import dataclass
 
 __all__ = ["Outbox", "Outgoing"]
 
 
-@dataclass(frozen=True)
 class Outgoing:
-    """One message on its way to the broker."""
+    """One message on its way to the broker (read-only by convention; a plain class, as
+    one is built per publish: see ADR-012)."""
 
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
+    __slots__ = ("payload", "qos", "retain", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.topic!r}, {len(self.payload)} bytes, qos={self.qos})"
 
 
 class Outbox:

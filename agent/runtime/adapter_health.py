@@ -94,7 +94,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -155,57 +154,122 @@ def adapter_users(
     return users
 
 
-@dataclass(frozen=True)
 class _Outcome:
-    """The verdict on one check."""
+    """The verdict on one check (read-only by convention: :data:`_PASSED` is shared)."""
 
-    passed: bool
-    reason: str = "passed"  # raised, returned_false, timeout, still_running, no_thread
-    text: str = ""  # for people: "raised OSError: port gone"
-    error: BaseException | None = None
+    __slots__ = ("error", "passed", "reason", "text")
+
+    def __init__(
+        self,
+        passed: bool,
+        reason: str = "passed",
+        text: str = "",
+        error: BaseException | None = None,
+    ) -> None:
+        self.passed = passed
+        self.reason = reason  # raised, returned_false, timeout, still_running, no_thread
+        self.text = text  # for people: "raised OSError: port gone"
+        self.error = error
 
 
 _PASSED = _Outcome(True)
 
 
-@dataclass(eq=False)
 class _Entry:
     """Whether a context-manager adapter is entered now (see :meth:`AdapterHealth.context`)."""
 
-    entered: bool = True  # the runtime enters adapters before the checks start
-    closed: bool = False  # exited for good at shutdown: a restart must not enter it again
+    __slots__ = ("closed", "entered")
+
+    def __init__(self, entered: bool = True, closed: bool = False) -> None:
+        self.entered = entered  # the runtime enters adapters before the checks start
+        self.closed = closed  # exited for good at shutdown: a restart must not enter it again
 
 
-@dataclass(eq=False)
 class _Watched:
     """One watched adapter. Fields below ``budget`` change under ``AdapterHealth._lock``;
     the checker thread is the only writer of the status and the counters."""
 
-    name: str
-    adapter: object
-    check: Callable[[], object]
-    users: list[tuple[str, bool]]
-    budget: RestartBudget
-    entry: _Entry | None  # None: not a context manager
-    status: str = OK
-    failures: int = 0  # failed checks in a row (since the last pass or restart)
-    judged: int = 0  # checks judged so far
-    streak_checks: int = 0  # failed checks since the last pass, restarts included
-    streak_started: float | None = None  # clock time of the first of them
-    trouble_at: float = 0.0  # the last spend()/restarted() of the budget (clock time)
-    unrestartable_said: bool = False
-    in_flight: int = 0  # calls of its devices running now (see calling())
-    waker: threading.Event | None = None  # the checker's private event, while it waits
-    checker: threading.Thread | None = None
-    done: bool = False  # the checker ended as it should (stopped or gave up)
-    check_thread: threading.Thread | None = None
-    check_busy: bool = False  # a check thread is inside health_check()
-    check_stuck: bool = False  # ... and was judged overrun: known to hang, not waited for
-    check_started: float = 0.0
-    generation: int = 0  # of the latest check started
-    awaited: int | None = None  # the check the checker waits for; None: answers are late
-    answer: _Outcome | None = None
-    held: set[str] = field(default_factory=set)  # devices this adapter holds offline
+    __slots__ = (
+        "adapter",
+        "answer",
+        "awaited",
+        "budget",
+        "check",
+        "check_busy",
+        "check_started",
+        "check_stuck",
+        "check_thread",
+        "checker",
+        "done",
+        "entry",
+        "failures",
+        "generation",
+        "held",
+        "in_flight",
+        "judged",
+        "name",
+        "status",
+        "streak_checks",
+        "streak_started",
+        "trouble_at",
+        "unrestartable_said",
+        "users",
+        "waker",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        adapter: object,
+        check: Callable[[], object],
+        users: list[tuple[str, bool]],
+        budget: RestartBudget,
+        entry: _Entry | None,
+        status: str = OK,
+        failures: int = 0,
+        judged: int = 0,
+        streak_checks: int = 0,
+        streak_started: float | None = None,
+        trouble_at: float = 0.0,
+        unrestartable_said: bool = False,
+        in_flight: int = 0,
+        waker: threading.Event | None = None,
+        checker: threading.Thread | None = None,
+        done: bool = False,
+        check_thread: threading.Thread | None = None,
+        check_busy: bool = False,
+        check_stuck: bool = False,
+        check_started: float = 0.0,
+        generation: int = 0,
+        awaited: int | None = None,
+        answer: _Outcome | None = None,
+        held: set[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.check = check
+        self.users = users
+        self.budget = budget
+        self.entry = entry  # None: not a context manager
+        self.status = status
+        self.failures = failures  # failed checks in a row (since the last pass or restart)
+        self.judged = judged  # checks judged so far
+        self.streak_checks = streak_checks  # failed checks since the last pass, restarts included
+        self.streak_started = streak_started  # clock time of the first of them
+        self.trouble_at = trouble_at  # the last spend()/restarted() of the budget (clock time)
+        self.unrestartable_said = unrestartable_said
+        self.in_flight = in_flight  # calls of its devices running now (see calling())
+        self.waker = waker  # the checker's private event, while it waits
+        self.checker = checker
+        self.done = done  # the checker ended as it should (stopped or gave up)
+        self.check_thread = check_thread
+        self.check_busy = check_busy  # a check thread is inside health_check()
+        self.check_stuck = check_stuck  # ... and was judged overrun: known to hang, not waited for
+        self.check_started = check_started
+        self.generation = generation  # of the latest check started
+        self.awaited = awaited  # the check the checker waits for; None: answers are late
+        self.answer = answer
+        self.held = set() if held is None else held  # devices this adapter holds offline
 
 
 class _Managed:

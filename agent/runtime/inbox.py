@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 
 from agent import clock as clock_mod
 from agent.clock import ClockPort
 
 
-@dataclass
 class Tick:
     """Time for telemetry readings: the devices due, in the order they fell due."""
 
-    due: list[str]
+    __slots__ = ("due",)
+
+    def __init__(self, due: list[str]) -> None:
+        self.due = due
 
 
 class _Wake:

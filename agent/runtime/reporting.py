@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from agent.clock import ClockPort
@@ -91,16 +90,30 @@ class Throttle(Generic[K]):
         return out
 
 
-@dataclass(frozen=True)
 class _Occurrence:
-    error: BaseException
-    device: str | None
-    is_root: bool
-    details: Mapping[str, object]
-    log: logging.Logger
-    message: str
-    level: int
-    count_key: str | None
+    """One reported error, as :meth:`Reporter.report` got it (read-only by convention)."""
+
+    __slots__ = ("count_key", "details", "device", "error", "is_root", "level", "log", "message")
+
+    def __init__(
+        self,
+        error: BaseException,
+        device: str | None,
+        is_root: bool,
+        details: Mapping[str, object],
+        log: logging.Logger,
+        message: str,
+        level: int,
+        count_key: str | None,
+    ) -> None:
+        self.error = error
+        self.device = device
+        self.is_root = is_root
+        self.details = details
+        self.log = log
+        self.message = message
+        self.level = level
+        self.count_key = count_key
 
 
 class Reporter:

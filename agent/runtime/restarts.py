@@ -22,24 +22,32 @@ clock port's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from agent.clock import ClockPort
 
 __all__ = ["RestartBudget", "RestartPolicy"]
 
 
-@dataclass(frozen=True)
 class RestartPolicy:
-    """The App's restart settings (see the module docstring)."""
+    """The App's restart settings (see the module docstring).
 
-    after_failures: int = 5
-    max_restarts: int | None = 3
-    cooldown: float = 5.0
-    sustained_reset: float = 300.0
-    max_cooldown: float | None = None
+    Read-only by convention (nothing enforces it): the values are validated once, here.
+    """
 
-    def __post_init__(self) -> None:
+    __slots__ = ("after_failures", "cooldown", "max_cooldown", "max_restarts", "sustained_reset")
+
+    def __init__(
+        self,
+        after_failures: int = 5,
+        max_restarts: int | None = 3,
+        cooldown: float = 5.0,
+        sustained_reset: float = 300.0,
+        max_cooldown: float | None = None,
+    ) -> None:
+        self.after_failures = after_failures
+        self.max_restarts = max_restarts
+        self.cooldown = cooldown
+        self.sustained_reset = sustained_reset
+        self.max_cooldown = max_cooldown
         for name in ("after_failures", "max_restarts"):
             value = getattr(self, name)
             if name == "max_restarts" and value is None:
@@ -54,6 +62,13 @@ class RestartPolicy:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"{_arg(name)} must be a number of seconds >= 0, got {value!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"RestartPolicy(after_failures={self.after_failures!r}, "
+            f"max_restarts={self.max_restarts!r}, cooldown={self.cooldown!r}, "
+            f"sustained_reset={self.sustained_reset!r}, max_cooldown={self.max_cooldown!r})"
+        )
 
     def cooldown_before(self, restart: int) -> float:
         """The wait before restart number ``restart`` (1-based) of a streak."""

@@ -18,7 +18,6 @@ routing by name happens here.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from agent.clock import ClockPort
 from agent.context import Command
@@ -30,11 +29,15 @@ from agent.topics import Topics, filter_matches
 log = logging.getLogger("agent.routing")
 
 
-@dataclass(frozen=True)
 class Route:
-    name: str
-    is_root: bool
-    inbox: Inbox
+    """Where commands for one device go (read-only by convention)."""
+
+    __slots__ = ("inbox", "is_root", "name")
+
+    def __init__(self, name: str, is_root: bool, inbox: Inbox) -> None:
+        self.name = name
+        self.is_root = is_root
+        self.inbox = inbox
 
 
 class Router:

@@ -35,7 +35,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import schedule
 
@@ -117,14 +116,18 @@ class _OneShotJob(_MonotonicJob):
         self.next_run = _EPOCH + dt.timedelta(seconds=self._when)
 
 
-@dataclass
 class _Member:
     """One device of a telemetry job, with its own cadence."""
 
-    name: str
-    period: dt.timedelta
-    next_due: dt.datetime
-    missed: int = 0
+    __slots__ = ("missed", "name", "next_due", "period")
+
+    def __init__(
+        self, name: str, period: dt.timedelta, next_due: dt.datetime, missed: int = 0
+    ) -> None:
+        self.name = name
+        self.period = period
+        self.next_due = next_due
+        self.missed = missed
 
 
 class TelemetryJob(_MonotonicJob):

@@ -31,7 +31,6 @@ import functools
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +67,24 @@ class _ShutDown(Exception):
     """The agent began shutting down while a cycle waited to retry."""
 
 
-@dataclass
 class _Streak:
     """A run of failed cycles, from the first failure to the next success."""
 
-    started: float  # clock port time
-    first_seen: datetime  # wall clock, for people
-    count: int
-    last_type: type[BaseException]
-    last_report: float  # clock port time of the last published report
+    __slots__ = ("count", "first_seen", "last_report", "last_type", "started")
+
+    def __init__(
+        self,
+        started: float,
+        first_seen: datetime,
+        count: int,
+        last_type: type[BaseException],
+        last_report: float,
+    ) -> None:
+        self.started = started  # clock port time
+        self.first_seen = first_seen  # wall clock, for people
+        self.count = count
+        self.last_type = last_type
+        self.last_report = last_report  # clock port time of the last published report
 
 
 class TelemetryCycle:

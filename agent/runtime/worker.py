@@ -21,7 +21,6 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.clock import ClockPort
@@ -323,14 +322,22 @@ class WriteHold(Protocol):
     def release_writes(self) -> None: ...
 
 
-@dataclass(frozen=True)
 class Member:
-    """A telemetry device run by a :class:`TelemetryWorker`."""
+    """A telemetry device run by a :class:`TelemetryWorker` (read-only by convention)."""
 
-    reg: Registration
-    ctx: DeviceContext
-    providers: dict[Any, object]  # shared by all devices (see _prepare)
-    store: DeviceStore | None = None
+    __slots__ = ("ctx", "providers", "reg", "store")
+
+    def __init__(
+        self,
+        reg: Registration,
+        ctx: DeviceContext,
+        providers: dict[Any, object],
+        store: DeviceStore | None = None,
+    ) -> None:
+        self.reg = reg
+        self.ctx = ctx
+        self.providers = providers  # shared by all devices (see _prepare)
+        self.store = store
 
 
 class TelemetryWorker:

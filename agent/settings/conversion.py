@@ -10,7 +10,6 @@ secret).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import typing
@@ -20,15 +19,28 @@ from agent.settings.errors import ConfigError
 from agent.settings.fields import _Field, _SectionBase
 
 
-@dataclasses.dataclass(frozen=True)
 class _Raw:
-    """One value as a source gave it, with where it came from (for error messages)."""
+    """One value as a source gave it, with where it came from (for error messages).
 
-    value: Any
-    source: str
-    typed: bool  # True: TOML / Python values, checked strictly; False: text from env / .env
-    line: int | None = None
-    variable: str | None = None
+    Read-only by convention (nothing enforces it).
+    """
+
+    __slots__ = ("line", "source", "typed", "value", "variable")
+
+    def __init__(
+        self,
+        value: Any,
+        source: str,
+        typed: bool,
+        line: int | None = None,
+        variable: str | None = None,
+    ) -> None:
+        self.value = value
+        self.source = source
+        # True: TOML / Python values, checked strictly; False: text from env / .env
+        self.typed = typed
+        self.line = line
+        self.variable = variable
 
     def error(self, key: str, expected: str, found: str) -> ConfigError:
         return ConfigError(

@@ -10,7 +10,6 @@ work from those records.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import types
 import typing
@@ -29,17 +28,25 @@ class _SectionBase:
     """
 
 
-@dataclasses.dataclass(frozen=True)
 class Check:
     """A constraint attached to a field through ``typing.Annotated``.
 
     ``test`` gets the already converted value. ``expected`` describes an acceptable value;
     ``{type}`` in it is replaced by the description of the field's type, so
     ``Check(lambda v: v > 0, "{type} > 0")`` reads "a number > 0" on a float field.
+
+    Read-only by convention (nothing enforces it).
     """
 
-    test: Callable[[Any], bool]
-    expected: str
+    __slots__ = ("expected", "test")
+
+    def __init__(self, test: Callable[[Any], bool], expected: str) -> None:
+        self.test = test
+        self.expected = expected
+
+    def __repr__(self) -> str:
+        # The test is mostly a lambda: its repr would say nothing but an address.
+        return f"Check(expected={self.expected!r})"
 
 
 def between(low: float, high: float) -> Check:
@@ -90,15 +97,29 @@ by other users, it adds a warning to the loaded settings'
 :meth:`~agent.settings.Settings.load_warnings`."""
 
 
-@dataclasses.dataclass(frozen=True)
 class _Field:
-    name: str
-    type: Any  # the annotation with Annotated and Optional peeled off
-    optional: bool
-    default: Any
-    checks: tuple[Check, ...]
-    secret: bool
-    secret_file: bool = False
+    """One declared field of a section class. Read-only by convention (nothing enforces
+    it): the records are cached and shared."""
+
+    __slots__ = ("checks", "default", "name", "optional", "secret", "secret_file", "type")
+
+    def __init__(
+        self,
+        name: str,
+        type: Any,
+        optional: bool,
+        default: Any,
+        checks: tuple[Check, ...],
+        secret: bool,
+        secret_file: bool = False,
+    ) -> None:
+        self.name = name
+        self.type = type  # the annotation with Annotated and Optional peeled off
+        self.optional = optional
+        self.default = default
+        self.checks = checks
+        self.secret = secret
+        self.secret_file = secret_file
 
     @property
     def is_section(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.stores.base import StoreBase
@@ -26,13 +25,15 @@ __all__: list[str] = []
 logger = logging.getLogger("agent.stores")
 
 
-@dataclass
 class _Batch:
     """Saves that one write commits together."""
 
-    entries: dict[str, bytes] = field(default_factory=dict)
-    done: bool = False
-    error: BaseException | None = None
+    __slots__ = ("done", "entries", "error")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class _CommittingStore(StoreBase):

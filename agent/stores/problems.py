@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 __all__ = ["ProblemHook", "StoreProblem"]
 
@@ -20,18 +19,28 @@ __all__ = ["ProblemHook", "StoreProblem"]
 logger = logging.getLogger("agent.stores")
 
 
-@dataclass(frozen=True)
 class StoreProblem:
-    """Something a store found that deserves an error payload.
+    """Something a store found that deserves an error payload (read-only by convention).
 
     ``error``'s class picks the ``error_type`` (:data:`STORE_ERROR_TYPES`); ``key`` is the
     device concerned, None for the store as a whole; ``details`` go into the payload as they
     are. The store has already written its log line: the hook only publishes.
     """
 
-    error: BaseException
-    key: str | None = None
-    details: Mapping[str, object] = field(default_factory=dict)
+    __slots__ = ("details", "error", "key")
+
+    def __init__(
+        self,
+        error: BaseException,
+        key: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        self.error = error
+        self.key = key
+        self.details: Mapping[str, object] = {} if details is None else details
+
+    def __repr__(self) -> str:
+        return f"StoreProblem({self.error!r}, key={self.key!r}, details={self.details!r})"
 
 
 ProblemHook = Callable[[StoreProblem], None]

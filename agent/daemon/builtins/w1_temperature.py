@@ -168,7 +168,7 @@ class W1TemperatureType:
         for suffix, sensor in sensors:
             add_polled(
                 router,
-                dataclasses.replace(spec, name=f"{spec.name}-{suffix}", group=group),
+                spec.but(name=f"{spec.name}-{suffix}", group=group),
                 make_reader(options.bus, sensor),
                 default_interval=self.default_interval or 60.0,
                 entities=[TEMPERATURE],
