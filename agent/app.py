@@ -181,6 +181,22 @@ class App(Registrations):
 
         The settings' :meth:`~agent.Settings.load_warnings` (a password in a file other
         users can read) are logged at WARNING first, once per run."""
+        from agent import startup
+
+        startup.pause()  # while building: see agent.startup
+        try:
+            self._run(mqtt, settings, shutdown_event, clock)
+        finally:
+            startup.resume()  # if the start failed before resuming
+
+    def _run(
+        self,
+        mqtt: Any | None,
+        settings: Settings | None,
+        shutdown_event: threading.Event | None,
+        clock: ClockPort | None,
+    ) -> None:
+        from agent import startup
         from agent.runtime.lifecycle import Runtime
 
         settings = settings if settings is not None else self.settings
@@ -199,6 +215,7 @@ class App(Registrations):
             runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
             try:
                 runtime.start()
+                startup.resume()  # serving from here on
                 if signals is not None:
                     signals.keep_wakeup_fd()
                     signals.wait()

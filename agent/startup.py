@@ -1,0 +1,42 @@
+"""Start-up without the cyclic garbage collector (ADR-012, decision 9).
+
+Starting the agent — importing paho and the runtime, reading the config, building devices
+and threads — creates tens of thousands of objects and next to no garbage. The collector
+does not know that: it runs a pass every 700 new objects, and now and then a full one
+over everything alive, which is 5-10 % of a start here (more on a Pi Zero). So the start
+runs with the collector paused, and it is switched back on once the agent is serving.
+
+:func:`pause` and :func:`resume` pair up across two places: the command line pauses before
+it reads the config, :meth:`agent.App.run` pauses too (for programs that call it
+themselves) and resumes once the runtime has started. Both are idempotent, and a resume
+turns the collector on only if a pause turned it off: a program that disabled it itself
+keeps it off.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+__all__ = ["pause", "resume"]
+
+_lock = threading.Lock()  # two Apps may start at once in one program (tests do)
+_paused_by_us = False
+
+
+def pause() -> None:
+    """Turn the cyclic collector off until :func:`resume`, if it is on."""
+    global _paused_by_us
+    with _lock:
+        if gc.isenabled():
+            gc.disable()
+            _paused_by_us = True
+
+
+def resume() -> None:
+    """Turn the collector back on if :func:`pause` turned it off."""
+    global _paused_by_us
+    with _lock:
+        if _paused_by_us:
+            _paused_by_us = False
+            gc.enable()
