@@ -6,11 +6,12 @@ does not know that: it runs a pass every 700 new objects, and now and then a ful
 over everything alive, which is 5-10 % of a start here (more on a Pi Zero). So the start
 runs with the collector paused, and it is switched back on once the agent is serving.
 
-:func:`pause` and :func:`resume` pair up across two places: the command line pauses before
-it reads the config, :meth:`agent.App.run` pauses too (for programs that call it
-themselves) and resumes once the runtime has started. Both are idempotent, and a resume
-turns the collector on only if a pause turned it off: a program that disabled it itself
-keeps it off.
+:func:`pause` and :func:`resume` pair up in three places: ``import agent`` pauses for its
+own imports and resumes at their end; the command line pauses before it reads the config;
+:meth:`agent.App.run` pauses too (for programs that call it themselves) and resumes once
+the runtime has started. Both are idempotent, and a resume turns the collector on only if
+a pause turned it off: a program that disabled it itself keeps it off. Measured
+(spawn to first state, 30 alternating runs): 3-6 ms of ~120.
 """
 
 from __future__ import annotations

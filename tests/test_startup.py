@@ -68,3 +68,15 @@ def test_a_start_that_fails_turns_the_collector_back_on() -> None:
     with pytest.raises(RuntimeError, match="no such bus"):
         App.run(app, mqtt=Running(app).mqtt)
     assert gc.isenabled()
+
+
+def test_importing_agent_leaves_the_collector_as_it_was() -> None:
+    """``import agent`` pauses the collector for its own imports only (a fresh process)."""
+    import subprocess
+    import sys
+
+    probe = "import gc; import agent; print(gc.isenabled())"
+    off = "import gc; gc.disable(); import agent; print(gc.isenabled())"
+    for code, expected in ((probe, "True"), (off, "False")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.stdout.strip() == expected, done.stderr
