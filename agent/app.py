@@ -183,7 +183,7 @@ class App(Registrations):
         users can read) are logged at WARNING first, once per run."""
         from agent import startup
 
-        startup.pause()  # while building: see agent.startup
+        startup.pause()  # while importing the runtime and building it: see agent.startup
         try:
             self._run(mqtt, settings, shutdown_event, clock)
         finally:
@@ -213,9 +213,9 @@ class App(Registrations):
         assert event is not None
         try:
             runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
+            startup.resume()  # built: the start runs user code (adapters, hooks, devices)
             try:
                 runtime.start()
-                startup.resume()  # serving from here on
                 if signals is not None:
                     signals.keep_wakeup_fd()
                     signals.wait()

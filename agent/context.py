@@ -37,6 +37,7 @@ class Command:
     """
 
     __slots__ = ("device", "payload", "received_at", "sub_topic", "topic")
+    __match_args__ = ("topic", "payload", "device", "sub_topic", "received_at")
 
     def __init__(
         self,
@@ -56,7 +57,7 @@ class Command:
         return (self.topic, self.payload, self.device, self.sub_topic, self.received_at)
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Command:
+        if other.__class__ is not self.__class__:
             return NotImplemented
         return self._key() == other._key()  # type: ignore[attr-defined]
 

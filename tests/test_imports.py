@@ -15,6 +15,10 @@ import subprocess
 import sys
 import textwrap
 
+# Stages 1-2 run the tests with ``python -P`` against a staged install: a child must not
+# import the checkout from its working directory instead.
+PYTHON = [sys.executable, "-P"] if getattr(sys.flags, "safe_path", False) else [sys.executable]
+
 # What a run's imports leave loaded: agent's modules that hold a dataclass, and which of
 # the modules a plain run must not need are loaded anyway.
 PROBE = textwrap.dedent(
@@ -72,7 +76,7 @@ NOT_FOR_A_PLAIN_RUN = [
 
 def _probe() -> dict[str, list[str]]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
+        [*PYTHON, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]

@@ -572,3 +572,20 @@ def test_closing_an_inbox_counts_the_commands_it_drops_not_ticks_or_wakes() -> N
     inbox.put_wake()
     inbox.put_command(Command(topic="p/d/set", payload="1", device="d", sub_topic=None))
     assert inbox.close() == 1  # the shutdown warning counts lost commands only
+
+
+def test_a_command_is_a_value() -> None:
+    """``Command`` is a plain class (ADR-012, decision 8) that keeps what handlers and their
+    tests use of the dataclass it was: value equality and hash, repr, ``match``."""
+    one = Command("p/d/set", "1", "d")
+    assert one == Command(topic="p/d/set", payload="1", device="d", sub_topic=None)
+    assert one != Command("p/d/set", "2", "d")
+    assert len({one, Command("p/d/set", "1", "d")}) == 1
+    assert repr(one) == (
+        "Command(topic='p/d/set', payload='1', device='d', sub_topic=None, received_at=0.0)"
+    )
+    match one:
+        case Command("p/d/set", payload, "d"):
+            assert payload == "1"
+        case _:
+            pytest.fail("a command did not match its own fields")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import pytest
 from test_runtime import Running
 
+import agent.runtime.lifecycle
 from agent import App, startup
+
+# Stages 1-2 run the tests with ``python -P`` against a staged install: a child must not
+# import the checkout from its working directory instead.
+PYTHON = [sys.executable, "-P"] if getattr(sys.flags, "safe_path", False) else [sys.executable]
 
 
 @pytest.fixture(autouse=True)
@@ -40,21 +49,33 @@ def test_a_collector_the_program_turned_off_stays_off() -> None:
     assert not gc.isenabled()
 
 
-def test_app_run_builds_with_the_collector_paused_and_serves_with_it_on() -> None:
+def test_app_run_builds_with_the_collector_paused_and_runs_user_code_with_it_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paused while the runtime is imported and built; on again before the start runs
+    user code (adapters, hooks, devices)."""
     gc.enable()
-    seen: list[bool] = []
+    building: list[bool] = []
+    configuring: list[bool] = []
+    build = agent.runtime.lifecycle.Runtime.__init__
+
+    def observed(self: object, *args: object, **kwargs: object) -> None:
+        building.append(gc.isenabled())
+        build(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(agent.runtime.lifecycle.Runtime, "__init__", observed)
     app = App("demo")
 
     @app.on_configure
-    def configure() -> None:  # runs while the runtime is being built
-        seen.append(gc.isenabled())
+    def configure() -> None:
+        configuring.append(gc.isenabled())
 
     app.add_telemetry("t", lambda: {"v": 1}, interval=1)
     with Running(app) as r:
         r.until(lambda: r.states("demo/t/state"), "the first reading")
-        r.until(gc.isenabled, "the collector on again once started")
-    assert seen == [False]
-    assert gc.isenabled()
+        assert gc.isenabled()
+    assert building == [False]
+    assert configuring == [True]
 
 
 def test_a_start_that_fails_turns_the_collector_back_on() -> None:
@@ -70,13 +91,43 @@ def test_a_start_that_fails_turns_the_collector_back_on() -> None:
     assert gc.isenabled()
 
 
-def test_importing_agent_leaves_the_collector_as_it_was() -> None:
-    """``import agent`` pauses the collector for its own imports only (a fresh process)."""
-    import subprocess
-    import sys
+def test_a_process_forked_during_the_pause_has_the_collector_on() -> None:
+    gc.enable()
+    startup.pause()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, without pytest's teardown
+        os._exit(0 if gc.isenabled() else 1)
+    _, status = os.waitpid(pid, 0)
+    startup.resume()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert gc.isenabled()
 
-    probe = "import gc; import agent; print(gc.isenabled())"
-    off = "import gc; gc.disable(); import agent; print(gc.isenabled())"
-    for code, expected in ((probe, "True"), (off, "False")):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+def test_import_agent_pauses_the_collector_for_its_imports_only() -> None:
+    """While ``import agent`` runs its imports the collector is off; after it, as before."""
+    probe = textwrap.dedent(
+        """
+        import gc, sys
+        {setup}
+        seen = []
+
+        class Watch:  # records the collector's state when agent.app is being imported
+            def find_spec(self, name, path=None, target=None):
+                if name == "agent.app":
+                    seen.append(gc.isenabled())
+                return None
+
+        sys.meta_path.insert(0, Watch())
+        import agent
+        print(seen, gc.isenabled())
+        """
+    )
+    for setup, expected in (("", "[False] True"), ("gc.disable()", "[False] False")):
+        done = subprocess.run(
+            [*PYTHON, "-c", probe.format(setup=setup)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.stdout.strip() == expected, done.stderr

@@ -1,0 +1,94 @@
+"""Start-up alone: spawn → first retained state, the script and agent checkouts in turns.
+
+Run from the repository root with the PyPI venv::
+
+    build/venv-pypi/bin/python bench/start.py --rounds 30
+    build/venv-pypi/bin/python bench/start.py --rounds 30 --agent-root /tmp/before --agent-root .
+
+The suite's start figure (``python -m bench``, scenario ``bridge``) has three samples a
+side; on a shared machine their spread is larger than a start-up change worth measuring.
+This measures that one figure the same way — bench/bridge.py's ``Session`` and ``Listener``:
+the same app and config, environment, broker and clock — many times, alternating: each
+round starts the bridge baseline, then each agent checkout in the order given (``.`` or no
+``--agent-root``: this checkout, ``python -m agent``; another root runs through
+``bench.common.LAUNCHER``). A process is ended as soon as its first state arrived. Prints
+each one's median and minimum and its ratio of medians to the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bridge import REPO, Listener, Session
+from bench.common import Broker, Children, Options, compile_agent, median
+
+
+def first_state_ms(session: Session, options: Options) -> float:
+    """Spawn ``session`` and return the milliseconds until its first state arrived."""
+    broker = options.broker
+    listener = Listener(broker.host, broker.port, [f"{session.prefix}/+/state"])
+    try:
+        spawned = session.start()
+        first = listener.first(lambda topic, _payload: True, 30.0)
+        if first is None:
+            raise session.failed("no state within 30 s")
+        return (first - spawned) * 1000
+    finally:
+        if session.proc is not None:
+            options.children.end(session.proc)
+        listener.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--agent-root",
+        action="append",
+        type=Path,
+        help="a checkout to measure (repeatable; '.' is this one; default: this one)",
+    )
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    roots = [r.resolve() for r in args.agent_root or [REPO]]
+    for root in roots:
+        compile_agent(args.python, root)
+    children, broker = Children(), Broker()
+    samples: dict[str, list[float]] = {"script": [], **{str(r): [] for r in roots}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
+            base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
+            for k in range(args.rounds):
+                runs = [("script", "baseline", base)] + [
+                    (
+                        str(root),
+                        "agent",
+                        dataclasses.replace(base, agent_root=None if root == REPO else root),
+                    )
+                    for root in roots
+                ]
+                for i, (name, impl, options) in enumerate(runs):
+                    session = Session(impl, options, Path(tmp) / f"{k}-{i}")
+                    samples[name].append(first_state_ms(session, options))
+                    time.sleep(0.2)  # the broker forgets the last client before the next
+    finally:
+        children.end_all()
+        broker.close()
+    script = median(samples["script"])
+    print(f"{args.rounds} rounds; spawn → first state, ms")
+    for name, values in samples.items():
+        ratio = median(values) / script
+        print(f"  {name}: median {median(values):.1f}, min {min(values):.1f}, ratio {ratio:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
