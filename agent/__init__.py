@@ -11,61 +11,55 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-from agent import startup as _startup
-
-_startup.pause()  # importing builds objects, not garbage: see agent.startup
-try:
-    from agent.app import App, DeviceFailed
-    from agent.clock import ClockPort, SystemClock
-    from agent.context import AppContext, Command, DeviceContext
-    from agent.errors import (
-        CommandQueueFull,
-        ErrorPayload,
-        ErrorPublisher,
-        HandlerStalled,
-        InvalidPayload,
-        PayloadTooLarge,
-        RestartsExhausted,
-        build_error_payload,
-    )
-    from agent.health import DeviceStatus, HealthReporter, HeartbeatPayload, build_will_config
-    from agent.logs import JsonFormatter, configure_logging
-    from agent.mqtt.port import (
-        MessageCallback,
-        MqttConnectionEvents,
-        MqttDiagnostics,
-        MqttLifecycle,
-        MqttMessageHandler,
-        MqttPort,
-        WillConfig,
-    )
-    from agent.persist import (
-        DeviceStore,
-        PersistPolicy,
-        SaveOnChange,
-        SaveOnPublish,
-        SaveOnShutdown,
-    )
-    from agent.retry import (
-        BackoffStrategy,
-        CircuitBreaker,
-        ExponentialBackoff,
-        FixedBackoff,
-        LinearBackoff,
-    )
-    from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
-    from agent.stores import (
-        MemoryStore,
-        NullStore,
-        Store,
-        StoreCorrupt,
-        StoreError,
-        StoreSaveFailed,
-        UnstorableData,
-    )
-    from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
-finally:
-    _startup.resume()
+from agent.app import App, DeviceFailed
+from agent.clock import ClockPort, SystemClock
+from agent.context import AppContext, Command, DeviceContext
+from agent.errors import (
+    CommandQueueFull,
+    ErrorPayload,
+    ErrorPublisher,
+    HandlerStalled,
+    InvalidPayload,
+    PayloadTooLarge,
+    RestartsExhausted,
+    build_error_payload,
+)
+from agent.health import DeviceStatus, HealthReporter, HeartbeatPayload, build_will_config
+from agent.logs import JsonFormatter, configure_logging
+from agent.mqtt.port import (
+    MessageCallback,
+    MqttConnectionEvents,
+    MqttDiagnostics,
+    MqttLifecycle,
+    MqttMessageHandler,
+    MqttPort,
+    WillConfig,
+)
+from agent.persist import (
+    DeviceStore,
+    PersistPolicy,
+    SaveOnChange,
+    SaveOnPublish,
+    SaveOnShutdown,
+)
+from agent.retry import (
+    BackoffStrategy,
+    CircuitBreaker,
+    ExponentialBackoff,
+    FixedBackoff,
+    LinearBackoff,
+)
+from agent.settings import ConfigError, LoggingSettings, MqttSettings, Settings
+from agent.stores import (
+    MemoryStore,
+    NullStore,
+    Store,
+    StoreCorrupt,
+    StoreError,
+    StoreSaveFailed,
+    UnstorableData,
+)
+from agent.strategies import AllStrategy, AnyStrategy, Every, OnChange, PublishStrategy
 
 if TYPE_CHECKING:
     from agent.entities import Entity

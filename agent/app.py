@@ -181,22 +181,6 @@ class App(Registrations):
 
         The settings' :meth:`~agent.Settings.load_warnings` (a password in a file other
         users can read) are logged at WARNING first, once per run."""
-        from agent import startup
-
-        startup.pause()  # while importing the runtime and building it: see agent.startup
-        try:
-            self._run(mqtt, settings, shutdown_event, clock)
-        finally:
-            startup.resume()  # if the start failed before resuming
-
-    def _run(
-        self,
-        mqtt: Any | None,
-        settings: Settings | None,
-        shutdown_event: threading.Event | None,
-        clock: ClockPort | None,
-    ) -> None:
-        from agent import startup
         from agent.runtime.lifecycle import Runtime
 
         settings = settings if settings is not None else self.settings
@@ -213,7 +197,6 @@ class App(Registrations):
         assert event is not None
         try:
             runtime = Runtime(self, settings=settings, mqtt=mqtt, shutdown_event=event, clock=clock)
-            startup.resume()  # built: the start runs user code (adapters, hooks, devices)
             try:
                 runtime.start()
                 if signals is not None:

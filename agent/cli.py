@@ -282,16 +282,6 @@ def _load_any_app(config: str, env_file: str | None) -> App | int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agent`` console command (and of ``python -m agent``)."""
-    from agent import startup
-
-    startup.pause()  # until the runtime has started (App.run resumes): see agent.startup
-    try:
-        return _main(argv)
-    finally:
-        startup.resume()  # when it returns before running an app (check, describe, errors)
-
-
-def _main(argv: list[str] | None) -> int:
     from agent.daemon import DEFAULT_CONFIG
 
     argv = list(sys.argv[1:] if argv is None else argv)
