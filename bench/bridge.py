@@ -444,6 +444,11 @@ def run_bridge(options: Options) -> list[Figure]:
 
 def run_throughput(options: Options) -> list[Figure]:
     """The throughput scenario: back-to-back bursts at QoS 1 and QoS 0, nothing lost."""
+    if shutil.which("mosquitto_sub") is None:
+        raise SystemExit(
+            "bench throughput: mosquitto_sub not found; install it: "
+            "sudo apt-get install mosquitto-clients"
+        )
     runs = _rounds(options, throughput=True, name="throughput")
     n = Plan.of(options.quick).burst
     s = "throughput"

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from e2e_helpers import subscriptions
 
+import agent.mqtt.paho as paho_module
 from agent.mqtt.paho import NETWORK_THREAD_NAME, WINDOW, MqttClient
 from agent.mqtt.port import (
     MqttConnectionEvents,
@@ -959,6 +960,31 @@ def _sends_on_this_thread(client: MqttClient) -> list[int]:
 
     paho._sock_send = counted  # type: ignore[method-assign]
     return count
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_burst_is_written_by_the_network_thread_in_order(
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    monkeypatch: pytest.MonkeyPatch,
+    qos: int,
+) -> None:
+    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every publish follows quickly
+    client, _, _ = started(clients, settings_for(broker))
+    eventually(lambda: client.connected, timeout=5)  # connect handling done: may wait
+    client.wait_for_room_on(threading.current_thread())
+    assert client._paho is not None
+    client._paho._local.wrote = -1e9  # this thread's last write: long ago
+    sends = _sends_on_this_thread(client)
+    count = 500
+    for i in range(count):
+        client.publish("t/burst", str(i), qos=qos)
+    # The first few are written at once, here; the rest by the network thread, joined.
+    assert sends[0] <= paho_module.BURST_AFTER
+    eventually(lambda: len(observer.messages("t/burst")) == count, timeout=10)
+    assert [int(m.payload) for m in observer.messages("t/burst")] == list(range(count))
+    assert client.stats()["dropped"] == 0
 
 
 def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(

@@ -90,6 +90,34 @@ its capacity: one wake per half a lane, not one per acknowledgement."""
 
 _EARLY_ACK_LIMIT = 1024
 
+BURST_GAP = 0.0005
+BURST_AFTER = 3
+"""A thread whose writes came this many times in a row, each within ``BURST_GAP`` seconds of
+the one before, is publishing a burst: its packets are written by the network thread (see
+``_PahoClient._bursting``)."""
+
+READ_AHEAD = 65536
+"""One ``recv`` takes up to this many bytes of what the broker sent; paho then reads its
+packets from them (see ``_PahoClient._sock_recv``)."""
+
+COALESCE_BYTES = 65536
+"""Packets waiting to be written are joined into one ``send`` of up to this many bytes (see
+``_PahoClient._coalesce``)."""
+
+
+class _Written:
+    """The MQTTMessageInfos of the QoS 0 messages in a coalesced packet: paho marks the
+    packet published once it is written, and with it each of theirs."""
+
+    __slots__ = ("infos",)
+
+    def __init__(self, infos: list[Any]) -> None:
+        self.infos = infos
+
+    def _set_as_published(self) -> None:
+        for info in self.infos:
+            info._set_as_published()
+
 
 class _WriterState(threading.local):
     """Per thread, for ``_PahoClient``'s direct writes: packets being handed over are only
@@ -99,6 +127,8 @@ class _WriterState(threading.local):
     # and catches an AttributeError (~0.5 us), and these are read for every packet.
     defer = False
     writing = False
+    wrote = 0.0  # time.monotonic() of this thread's last write_now()
+    quick = 0  # how many write_now() in a row came within BURST_GAP of the one before
 
 
 class _PahoClient(mqtt.Client):
@@ -125,6 +155,8 @@ class _PahoClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._write_lock = threading.Lock()
         self._local = _WriterState()
+        self._read_ahead = b""  # bytes received, not yet read by paho (network thread only)
+        self._read_at = 0
 
     # -- writing from the publishing thread (ADR-012) -------------------------------------
     #
@@ -175,11 +207,78 @@ class _PahoClient(mqtt.Client):
                 logger.exception("MQTT acknowledgement handling failed")
         return rc
 
+    @staticmethod
+    def _bursting(local: _WriterState) -> bool:
+        """Whether this thread is publishing a burst: its last BURST_AFTER writes each came
+        within BURST_GAP of the one before.
+
+        A direct write saves a reply the two thread switches of a hand-off, but it is a
+        ``send`` on the publishing thread, one per publish: in a burst the thread spends as
+        much time in those system calls as on its own work. Handed to the network thread
+        instead, the packets are written there, joined (``_coalesce``), while this thread goes
+        on publishing. One message, or a few in a row, is still written at once.
+        """
+        now = time.monotonic()
+        local.quick = local.quick + 1 if now - local.wrote < BURST_GAP else 0
+        local.wrote = now
+        return local.quick >= BURST_AFTER
+
+    def want_write(self) -> bool:
+        # paho 1.6 pops the head packet and pushes it back to look at it; with direct writes
+        # a device thread could pop the next one in between and write it first.
+        return len(self._out_packet) > 0
+
+    def _coalesce(self) -> None:
+        """Join the packets waiting at the head of paho's queue into one (write lock held).
+
+        paho writes each packet with a ``send`` of its own: a burst of publishes, the
+        messages an acknowledgement lets through, a PUBACK and the reply to a command, each
+        a system call that lets go of the GIL. Joined, one ``send`` writes them in order.
+        Only this lock's holder takes from the head of the queue (``want_write`` above no
+        longer does), so the packets taken and the joined one put back cannot be reordered
+        against anything; other threads only append at the tail. A packet partly written
+        (``pos``) stays as it is, and a DISCONNECT is never joined (paho closes the socket
+        once it is written). paho does its bookkeeping per packet once the whole of it is
+        written: for a QoS 0 PUBLISH, marking its info published, which :class:`_Written`
+        does for every one joined.
+        """
+        queue = self._out_packet
+        if len(queue) < 2 or queue[0]["pos"] or self.on_publish is not None:
+            return
+        taken: list[Any] = []
+        infos: list[Any] = []
+        size = 0
+        while queue:
+            packet = queue[0]
+            if (
+                packet["pos"]
+                or (packet["command"] & 0xF0) == mqtt.DISCONNECT
+                or (taken and size + packet["to_process"] > COALESCE_BYTES)
+            ):
+                break
+            taken.append(queue.popleft())
+            size += packet["to_process"]
+            if (
+                (packet["command"] & 0xF0) == mqtt.PUBLISH
+                and packet["qos"] == 0
+                and packet["info"] is not None
+            ):
+                infos.append(packet["info"])
+        if len(taken) < 2:
+            queue.extendleft(taken)
+            return
+        parts = [packet["packet"] for packet in taken]
+        queue.appendleft(
+            {"command": mqtt.PUBLISH, "mid": 0, "qos": 0 if infos else 1, "pos": 0,
+             "to_process": size, "packet": b"".join(parts), "info": _Written(infos)}
+        )  # fmt: skip
+
     def _packet_write(self) -> Any:
         if not self.direct_write:
             rc = super()._packet_write()
         else:
             with self._write_lock:
+                self._coalesce()
                 rc = super()._packet_write()
         # Not after a failed write: the link is dead, what would be handed over now is lost.
         if self.after_write is not None and rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
@@ -191,20 +290,27 @@ class _PahoClient(mqtt.Client):
 
     def write_now(self) -> bool:
         """Write what is queued, on this thread; if another thread is writing (or the socket
-        is busy), wake the network thread to finish instead. Never raises. False when the
-        link turned out to be dead: nothing more should be handed over to it."""
-        if not self._out_packet or self._local.writing:
+        is busy), or this thread is publishing a burst, wake the network thread to write it
+        instead. Never raises. False when the link turned out to be dead: nothing more
+        should be handed over to it."""
+        local = self._local
+        if not self._out_packet or local.writing:
             return True  # nothing to do, or this thread's write loop is already draining it
         rc = mqtt.MQTT_ERR_SUCCESS
-        if self._sock is not None and self._write_lock.acquire(blocking=False):
-            self._local.writing = True
+        if (
+            not self._bursting(local)
+            and self._sock is not None
+            and self._write_lock.acquire(blocking=False)
+        ):
+            local.writing = True
             try:
+                self._coalesce()
                 rc = super()._packet_write()  # errors leave the packet queued for the loop
             except Exception as exc:  # never into a device thread
                 logger.debug("MQTT direct write failed, left to the network thread: %r", exc)
                 rc = mqtt.MQTT_ERR_CONN_LOST
             finally:
-                self._local.writing = False
+                local.writing = False
                 self._write_lock.release()
             if not self._out_packet:
                 return True
@@ -265,20 +371,48 @@ class _PahoClient(mqtt.Client):
             self.before_connect()
         try:
             with self._write_lock:  # no direct write on the socket being replaced
+                self._read_ahead, self._read_at = b"", 0
                 return super().reconnect()
         except Exception as exc:
             self.last_connect_error = exc
             raise
 
+    # -- reading ahead ----------------------------------------------------------------------
+    #
+    # paho reads a packet in three or more recv() calls: its first byte, each byte of its
+    # length, then the rest; a PUBACK costs three system calls, each letting go of the GIL.
+    # Here one recv() takes what the broker has sent (up to READ_AHEAD bytes) and paho's
+    # reads are served from it. Only the network thread reads; reconnect() forgets what a
+    # dead connection left.
+
     def _sock_recv(self, bufsize: int) -> Any:
+        ahead, at = self._read_ahead, self._read_at
+        if at < len(ahead):
+            end = at + bufsize
+            if end >= len(ahead):
+                self._read_ahead, self._read_at = b"", 0
+            else:
+                self._read_at = end
+            return ahead[at:end]
         try:
-            data = super()._sock_recv(bufsize)
+            data = super()._sock_recv(max(bufsize, READ_AHEAD))
         except BlockingIOError:
             raise
         except OSError as exc:
             raise self._as_connection_error(exc) from exc
         self.last_received = time.monotonic()
+        if len(data) > bufsize:
+            self._read_ahead, self._read_at = data, bufsize
+            return data[:bufsize]
         return data
+
+    def loop_read(self, max_packets: int = 1) -> Any:
+        rc = super().loop_read(max_packets)
+        # paho reads as many packets a round as it has messages in flight (one, if none):
+        # what is read ahead beyond them would otherwise wait for the broker's next bytes.
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._read_at and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
 
     def _sock_send(self, buf: Any) -> Any:
         try:
@@ -481,11 +615,13 @@ def _protocol(name: str) -> int:
 
 
 def _written(info: Any) -> bool:
-    """Whether paho wrote this QoS 0 message (or never will: its connection is gone)."""
-    is_published = getattr(info, "is_published", None)
+    """Whether paho wrote this QoS 0 message (or never will: its connection is gone).
+
+    Read from the MQTTMessageInfo's fields (the same in paho 1.6 and 2.x) rather than
+    ``is_published()``, which takes the info's lock: called for every QoS 0 message."""
     try:
-        return bool(is_published()) if callable(is_published) else True
-    except (RuntimeError, ValueError):  # paho 2.x: the connection it was queued on was lost
+        return info.rc > 0 or bool(info._published)  # rc > 0: failed, will never be written
+    except AttributeError:  # not paho's MQTTMessageInfo
         return True
 
 
@@ -823,6 +959,11 @@ class MqttClient:
         deadline = time.monotonic() + timeout
         if self.connected and not self.flush(timeout / 2):
             logger.warning("MQTT stop: some QoS>0 messages were not acknowledged in time")
+        with self._cond:  # QoS 0 messages still waiting for the network thread to write
+            self._cond.wait_for(
+                lambda: not self._outbox or not self._connected,
+                timeout=max(0.0, min(timeout / 4, deadline - time.monotonic())),
+            )
         client.disconnect()
         # loop_stop() joins without a bound; a connect attempt stuck in DNS or TCP must
         # not hang shutdown, and paho's thread is a daemon anyway.

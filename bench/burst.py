@@ -1,0 +1,108 @@
+"""Bursts alone: 20,000 messages back to back, the script and agent checkouts in turns.
+
+Run from the repository root with the PyPI venv::
+
+    build/venv-pypi/bin/python bench/burst.py --rounds 5
+    build/venv-pypi/bin/python bench/burst.py --rounds 5 --agent-root /tmp/before --agent-root .
+
+The suite's throughput figure (``python -m bench``, scenario ``throughput``) measures each
+side in its own stretch of minutes; on a shared machine the two stretches differ more than
+a change worth measuring. This measures the same figure — bench/bridge.py's ``Session``,
+``Probe`` and ``burst``: the command device publishes ``n`` messages back to back, a
+``mosquitto_sub`` receives them, messages per second from the command to the last one — in
+rounds, each round running the script and then each agent checkout (``.`` or no
+``--agent-root``: this checkout; another root runs through ``bench.common.LAUNCHER``) at
+QoS 1 and at QoS 0, a fresh process per burst. Prints each one's median and its ratio of
+medians to the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bridge import REPO, Listener, Probe, Session, burst
+from bench.common import Broker, Children, Options, compile_agent, median
+
+
+def burst_rate(session: Session, options: Options, count: int, qos: int) -> float:
+    """Spawn ``session``, wait for its first state, and return one burst's messages/s."""
+    broker = options.broker
+    listener = Listener(broker.host, broker.port, [f"{session.prefix}/+/state"])
+    try:
+        session.start()
+        if listener.first(lambda topic, _payload: True, 30.0) is None:
+            raise session.failed("no state within 30 s")
+        probe = Probe(broker.host, broker.port, session.prefix)
+        try:
+            rate, lost = burst(session, probe, count, qos)
+        finally:
+            probe.close()
+        if lost:
+            raise session.failed(f"{lost} of {count} messages lost at QoS {qos}")
+        return rate
+    finally:
+        if session.proc is not None:
+            options.children.end(session.proc)
+        listener.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--count", type=int, default=20000, help="messages per burst")
+    parser.add_argument(
+        "--agent-root",
+        action="append",
+        type=Path,
+        help="a checkout to measure (repeatable; '.' is this one; default: this one)",
+    )
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    roots = [r.resolve() for r in args.agent_root or [REPO]]
+    for root in roots:
+        compile_agent(args.python, root)
+    children, broker = Children(), Broker()
+    names = ["script", *map(str, roots)]
+    samples: dict[tuple[str, int], list[float]] = {(n, q): [] for n in names for q in (1, 0)}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
+            base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
+            for k in range(args.rounds):
+                runs = [("script", "baseline", base)] + [
+                    (
+                        str(root),
+                        "agent",
+                        dataclasses.replace(base, agent_root=None if root == REPO else root),
+                    )
+                    for root in roots
+                ]
+                for qos in (1, 0):
+                    for i, (name, impl, options) in enumerate(runs):
+                        session = Session(impl, options, Path(tmp) / f"{k}-{qos}-{i}")
+                        rate = burst_rate(session, options, args.count, qos)
+                        samples[(name, qos)].append(rate)
+                        time.sleep(0.2)  # the broker forgets the last client before the next
+    finally:
+        children.end_all()
+        broker.close()
+    print(f"{args.rounds} rounds; {args.count:,} messages back to back, messages/s")
+    for qos in (1, 0):
+        script = median(samples[("script", qos)])
+        for name in names:
+            value = median(samples[(name, qos)])
+            ratio = value / script if script and not math.isnan(script) else math.nan
+            print(f"  QoS {qos} {name}: median {value:,.0f}, ratio {ratio:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

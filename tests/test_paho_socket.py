@@ -1,0 +1,235 @@
+"""How ``_PahoClient`` reads and writes its socket (ADR-012 decision 9), on a socket pair.
+
+paho reads a packet in three or more ``recv`` calls and writes each packet with a ``send`` of
+its own; agent's client reads ahead and joins what waits to be written. These tests drive
+the client's own read and write paths against the other end of a socket pair, on paho 1.6
+and 2.x alike, without a broker: the wire itself is tested in test_mqtt_client.py.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import agent.mqtt.paho as paho_module
+from agent.mqtt.paho import COALESCE_BYTES, PAHO_V2, READ_AHEAD, _PahoClient
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT PUBLISH at QoS 0, as a broker sends it."""
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + payload
+    return b"\x30" + _remaining_length(len(body)) + body
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[_PahoClient, socket.socket]]:
+    """A client whose socket is one end of a socket pair; the test holds the other end."""
+    if PAHO_V2:
+        client = _PahoClient(mqtt.CallbackAPIVersion.VERSION2, client_id="socket-test")
+    else:
+        client = _PahoClient(client_id="socket-test")
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    client.direct_write = True
+    try:
+        yield client, theirs
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Count the calls of paho's own ``Client.<name>`` (the system call under agent's)."""
+    count, original = [0], getattr(mqtt.Client, name)
+
+    def counted(self: Any, *args: Any) -> Any:
+        count[0] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(mqtt.Client, name, counted)
+    return count
+
+
+def received(client: _PahoClient) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+    client.on_message = lambda _c, _u, message: got.append((message.topic, message.payload))
+    return got
+
+
+# -- reading ahead -------------------------------------------------------------------------
+
+
+def test_packets_that_arrive_together_are_read_with_one_recv_in_one_round(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, broker = pair
+    got = received(client)
+    recvs = count_calls(monkeypatch, "_sock_recv")
+    broker.sendall(b"".join(publish_packet(f"t/{i}", b"p%d" % i) for i in range(5)))
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    # paho alone: one packet this round (nothing in flight), the rest left unread until the
+    # broker sends again, and three recv() calls a packet.
+    assert got == [(f"t/{i}", b"p%d" % i) for i in range(5)]
+    assert recvs[0] == 1
+    assert client._read_ahead == b"" and client._read_at == 0
+
+
+def test_a_message_larger_than_the_read_ahead_arrives_whole(
+    pair: tuple[_PahoClient, socket.socket],
+) -> None:
+    client, broker = pair
+    got = received(client)
+    payload = bytes(range(256)) * (3 * READ_AHEAD // 256 + 7)
+    packets = publish_packet("t/big", payload) + publish_packet("t/after", b"x")
+    writer = threading.Thread(target=broker.sendall, args=(packets,), name="test-broker")
+    writer.start()
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        select.select([client._sock], [], [], 0.5)
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    writer.join(5)
+    assert got == [("t/big", payload), ("t/after", b"x")]
+
+
+def test_a_reconnect_forgets_what_the_old_connection_left_unread(
+    pair: tuple[_PahoClient, socket.socket],
+) -> None:
+    client, _ = pair
+    client._read_ahead, client._read_at = b"\x30\x05half a packet", 2
+    with socket.socket() as spare:  # a port nobody listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    client.connect_async("127.0.0.1", port)
+    with pytest.raises(OSError):
+        client.reconnect()
+    assert client._read_ahead == b"" and client._read_at == 0
+
+
+# -- joining writes ------------------------------------------------------------------------
+
+
+def queue_packets(client: _PahoClient, packets: list[tuple[int, bytes, int, Any]]) -> None:
+    """Queue (command, bytes, qos, info) as paho's ``_packet_queue`` does, without writing."""
+    for mid, (command, data, qos, info) in enumerate(packets, start=1):
+        client._out_packet.append(
+            {"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(data),
+             "packet": bytearray(data), "info": info}
+        )  # fmt: skip
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    sock.settimeout(5)
+    while len(data) < n:
+        data += sock.recv(n - len(data))
+    return data
+
+
+def test_queued_packets_are_written_with_one_send_in_order(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, broker = pair
+    sends = count_calls(monkeypatch, "_sock_send")
+    infos = [mqtt.MQTTMessageInfo(mid) for mid in (1, 3)]
+    packets = [
+        (mqtt.PUBLISH, publish_packet("t/a", b"0"), 0, infos[0]),
+        (mqtt.PUBLISH | 0x02, b"\x32\x07\x00\x03t/b\x00\x02", 1, None),  # QoS 1
+        (mqtt.PUBLISH, publish_packet("t/c", b"2"), 0, infos[1]),
+        (mqtt.PUBACK, b"\x40\x02\x00\x07", 0, None),
+    ]
+    queue_packets(client, packets)
+    assert client.want_write()
+    assert client.write_now()
+    expected = b"".join(data for _, data, _, _ in packets)
+    assert read_exactly(broker, len(expected)) == expected
+    assert sends[0] == 1
+    assert not client.want_write()
+    assert all(info.is_published() for info in infos)
+
+
+def test_a_disconnect_or_a_packet_partly_written_is_never_joined(
+    pair: tuple[_PahoClient, socket.socket],
+) -> None:
+    client, _ = pair
+    one, two, three = (publish_packet(f"t/{i}", b"x") for i in range(3))
+    queue_packets(
+        client,
+        [(mqtt.PUBLISH, one, 0, None), (mqtt.PUBLISH, two, 0, None),
+         (mqtt.DISCONNECT, b"\xe0\x00", 0, None), (mqtt.PUBLISH, three, 0, None)],
+    )  # fmt: skip
+    client._coalesce()
+    queued = [(p["command"] & 0xF0, bytes(p["packet"])) for p in client._out_packet]
+    # paho closes the socket once a DISCONNECT is written: what follows it stays apart.
+    assert queued == [
+        (mqtt.PUBLISH, one + two),
+        (mqtt.DISCONNECT, b"\xe0\x00"),
+        (mqtt.PUBLISH, three),
+    ]
+    client._out_packet.clear()
+    queue_packets(client, [(mqtt.PUBLISH, one, 0, None), (mqtt.PUBLISH, two, 0, None)])
+    client._out_packet[0]["pos"] = 1  # its first byte is on the wire already
+    before = list(client._out_packet)
+    client._coalesce()
+    assert list(client._out_packet) == before
+
+
+def test_joined_packets_stay_under_the_bound(pair: tuple[_PahoClient, socket.socket]) -> None:
+    client, _ = pair
+    big = publish_packet("t/big", b"x" * 100)
+    count = 2 * COALESCE_BYTES // len(big) + 3
+    queue_packets(client, [(mqtt.PUBLISH, big, 0, None)] * count)
+    client._coalesce()
+    head = client._out_packet[0]
+    assert COALESCE_BYTES - len(big) < head["to_process"] <= COALESCE_BYTES
+    assert head["to_process"] + len(big) * (len(client._out_packet) - 1) == len(big) * count
+
+
+def test_looking_for_something_to_write_takes_nothing_from_the_queue(
+    pair: tuple[_PahoClient, socket.socket],
+) -> None:
+    client, _ = pair
+
+    class Watched(deque):  # type: ignore[type-arg]
+        def popleft(self) -> Any:
+            raise AssertionError("want_write() took a packet off the queue")
+
+    client._out_packet = Watched()
+    assert not client.want_write()
+    client._out_packet.append({"command": mqtt.PUBLISH})
+    assert client.want_write()
+
+
+# -- bursts --------------------------------------------------------------------------------
+
+
+def test_a_thread_is_bursting_after_a_few_quick_writes_in_a_row(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = pair
+    local = client._local
+    local.wrote = -1e9  # long ago
+    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
+    seen = [client._bursting(local) for _ in range(paho_module.BURST_AFTER + 2)]
+    assert seen == [False] * paho_module.BURST_AFTER + [True, True]
+    monkeypatch.setattr(paho_module, "BURST_GAP", 0.0)  # no write is
+    assert not client._bursting(local)
+    assert local.quick == 0
