@@ -107,12 +107,23 @@ COALESCE_BYTES = 65536
 
 class _Written:
     """The MQTTMessageInfos of the QoS 0 messages in a coalesced packet: paho marks the
-    packet published once it is written, and with it each of theirs."""
+    packet published once it is written, and with it each of theirs. paho 2.x's
+    ``reconnect()`` also sets ``rc`` (connection lost) on the info of every QoS 0 packet
+    still queued: passed on to each of them too."""
 
     __slots__ = ("infos",)
 
     def __init__(self, infos: list[Any]) -> None:
         self.infos = infos
+
+    @property
+    def rc(self) -> int:
+        return max((info.rc for info in self.infos), default=0)
+
+    @rc.setter
+    def rc(self, value: int) -> None:
+        for info in self.infos:
+            info.rc = value
 
     def _set_as_published(self) -> None:
         for info in self.infos:
@@ -236,7 +247,10 @@ class _PahoClient(mqtt.Client):
         a system call that lets go of the GIL. Joined, one ``send`` writes them in order.
         Only this lock's holder takes from the head of the queue (``want_write`` above no
         longer does), so the packets taken and the joined one put back cannot be reordered
-        against anything; other threads only append at the tail. A packet partly written
+        against anything; other threads only append at the tail. (Except on paho 1.6, whose
+        network loop still peeks at the head with ``popleft``/``appendleft`` outside any
+        lock, as ``want_write`` did: a rare race that direct writes have had since ADR-012
+        decision 4, not closed yet.) A packet partly written
         (``pos``) stays as it is, and a DISCONNECT is never joined (paho closes the socket
         once it is written). paho does its bookkeeping per packet once the whole of it is
         written: for a QoS 0 PUBLISH, marking its info published, which :class:`_Written`
