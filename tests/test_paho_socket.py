@@ -228,19 +228,29 @@ def test_joined_packets_stay_under_the_bound(pair: tuple[_PahoClient, socket.soc
     assert head["to_process"] + len(big) * (len(client._out_packet) - 1) == len(big) * count
 
 
-def test_looking_for_something_to_write_takes_nothing_from_the_queue(
+def test_only_the_writer_takes_packets_off_the_queue(
     pair: tuple[_PahoClient, socket.socket],
 ) -> None:
-    client, _ = pair
+    # paho 1.6 looked at the head packet with popleft/appendleft, in want_write() and in its
+    # network loop, outside the write lock: a device thread writing at that moment could
+    # take the next packet and write it first.
+    client, broker = pair
+    pops: list[bool] = []  # for each popleft: was the write lock held?
 
     class Watched(deque):  # type: ignore[type-arg]
         def popleft(self) -> Any:
-            raise AssertionError("want_write() took a packet off the queue")
+            pops.append(client._write_lock.locked())
+            return super().popleft()
 
     client._out_packet = Watched()
     assert not client.want_write()
-    client._out_packet.append({"command": mqtt.PUBLISH})
+    packet = publish_packet("t/a", b"0")
+    queue_packets(client, [(mqtt.PUBLISH, packet, 0, mqtt.MQTTMessageInfo(1))])
     assert client.want_write()
+    assert pops == []
+    client._loop(0.5)  # selects for writing: the socket is writable, the packet goes
+    assert read_exactly(broker, len(packet)) == packet
+    assert pops and all(pops)
 
 
 # -- bursts --------------------------------------------------------------------------------

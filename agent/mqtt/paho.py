@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -239,18 +240,52 @@ class _PahoClient(mqtt.Client):
         # a device thread could pop the next one in between and write it first.
         return len(self._out_packet) > 0
 
+    if not PAHO_V2:
+
+        def _loop(self, timeout: float = 1.0) -> Any:
+            # paho 1.6.1's own, except its first lines: it looked at the head packet with
+            # popleft/appendleft (see want_write). 1.6.1 is what Debian 12 ships, for good.
+            if timeout < 0.0:
+                raise ValueError("Invalid timeout.")
+            wlist = [self._sock] if self._out_packet else []
+            pending_bytes = 0  # bytes left in an SSL socket
+            if hasattr(self._sock, "pending"):
+                pending_bytes = self._sock.pending()
+            if pending_bytes > 0:
+                timeout = 0.0
+            rlist = [self._sock]
+            if self._sockpairR is not None:  # a publish from another thread wakes the select
+                rlist.append(self._sockpairR)
+            try:
+                socklist = select.select(rlist, wlist, [], timeout)
+            except (TypeError, ValueError):  # the socket is gone, or -1 just after reconnect
+                return mqtt.MQTT_ERR_CONN_LOST
+            except Exception:
+                return mqtt.MQTT_ERR_UNKNOWN
+            if self._sock in socklist[0] or pending_bytes > 0:
+                rc = self.loop_read()
+                if rc or self._sock is None:
+                    return rc
+            if self._sockpairR and self._sockpairR in socklist[0]:
+                socklist[1].insert(0, self._sock)  # a publish was queued: write it
+                with contextlib.suppress(BlockingIOError):
+                    self._sockpairR.recv(10000)
+            if self._sock in socklist[1]:
+                rc = self.loop_write()
+                if rc or self._sock is None:
+                    return rc
+            return self.loop_misc()
+
     def _coalesce(self) -> None:
         """Join the packets waiting at the head of paho's queue into one (write lock held).
 
         paho writes each packet with a ``send`` of its own: a burst of publishes, the
         messages an acknowledgement lets through, a PUBACK and the reply to a command, each
         a system call that lets go of the GIL. Joined, one ``send`` writes them in order.
-        Only this lock's holder takes from the head of the queue (``want_write`` above no
-        longer does), so the packets taken and the joined one put back cannot be reordered
-        against anything; other threads only append at the tail. (Except on paho 1.6, whose
-        network loop still peeks at the head with ``popleft``/``appendleft`` outside any
-        lock, as ``want_write`` did: a rare race that direct writes have had since ADR-012
-        decision 4, not closed yet.) A packet partly written
+        Only this lock's holder takes from the head of the queue (paho 1.6 also looked at it
+        with ``popleft``/``appendleft``, in ``want_write`` and its loop: both replaced below),
+        so the packets taken and the joined one put back cannot be reordered against
+        anything; other threads only append at the tail. A packet partly written
         (``pos``) stays as it is, and a DISCONNECT is never joined (paho closes the socket
         once it is written). paho does its bookkeeping per packet once the whole of it is
         written: for a QoS 0 PUBLISH, marking its info published, which :class:`_Written`
