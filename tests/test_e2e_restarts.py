@@ -36,6 +36,7 @@ import pytest
 from e2e_helpers import BOUND, AgentProcess, subscriptions, write_app
 from rabbitmq import SharedNode
 
+from agent.testing import eventually
 from agent.testing.mosquitto import Message, Mosquitto, Observer
 
 Broker = Mosquitto | SharedNode
@@ -86,11 +87,18 @@ def heartbeat(message: Message) -> dict | None:
     return data if data.get("status") == "online" else None
 
 
-def connected_at(log: str, count: int) -> float:
-    """The wall time of the agent's ``count``-th "MQTT connected" line (UTC ISO stamps)."""
-    stamps = re.findall(r"^(\S+) INFO agent\.mqtt\.paho: MQTT connected to", log, re.M)
-    assert len(stamps) >= count, log
-    return datetime.datetime.fromisoformat(stamps[count - 1]).timestamp()
+def connected_at(agent: AgentProcess, count: int) -> float:
+    """The wall time of the agent's ``count``-th "MQTT connected" line (UTC ISO stamps).
+
+    The line is logged once the broker has acknowledged the subscriptions, which can be
+    after the heartbeat an observer already got from that connection: wait for it."""
+
+    def stamps() -> list[str]:
+        return re.findall(r"^(\S+) INFO agent\.mqtt\.paho: MQTT connected to", agent.log(), re.M)
+
+    what = f"connection {count} logged"
+    eventually(lambda: len(stamps()) >= count, BOUND, what, describe=agent.log)
+    return datetime.datetime.fromisoformat(stamps()[count - 1]).timestamp()
 
 
 def subscriptions_per_connection(broker_log: str) -> list[list[str]]:
@@ -184,7 +192,7 @@ def test_twenty_broker_restarts_lose_nothing_and_leak_nothing(
                         lambda m: json.loads(m.payload) == {"last": sent[-1]},
                         BOUND,
                     )
-            reconnect_s.append(connected_at(agent.log(), round_ + 1) - back)
+            reconnect_s.append(connected_at(agent, round_ + 1) - back)
             samples.append(proc_status(agent.proc.pid))
         assert agent.terminate() == 0, agent.log()
     finally:

@@ -962,6 +962,26 @@ def _sends_on_this_thread(client: MqttClient) -> list[int]:
     return count
 
 
+def _wakes_from_this_thread(client: MqttClient) -> list[int]:
+    """Count the wake-ups of paho's network thread (a byte on its socket pair) sent from the
+    calling thread from now on."""
+    paho = client._paho
+    assert paho is not None
+    here, count, pair = threading.current_thread(), [0], paho._sockpairW
+
+    class Counted:
+        def send(self, data: bytes) -> int:
+            if threading.current_thread() is here:
+                count[0] += 1
+            return int(pair.send(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pair, name)
+
+    paho._sockpairW = Counted()
+    return count
+
+
 @pytest.mark.parametrize("qos", [0, 1])
 def test_a_burst_is_written_by_the_network_thread_in_order(
     broker: Mosquitto,
@@ -977,11 +997,14 @@ def test_a_burst_is_written_by_the_network_thread_in_order(
     assert client._paho is not None
     client._paho._local.wrote = -1e9  # this thread's last write: long ago
     sends = _sends_on_this_thread(client)
+    wakes = _wakes_from_this_thread(client)
     count = 500
     for i in range(count):
         client.publish("t/burst", str(i), qos=qos)
-    # The first few are written at once, here; the rest by the network thread, joined.
+    # The first few are written at once, here; the rest by the network thread, joined,
+    # woken for them (else they would wait for its next round: up to a second).
     assert sends[0] <= paho_module.BURST_AFTER
+    assert wakes[0] > 0
     eventually(lambda: len(observer.messages("t/burst")) == count, timeout=10)
     assert [int(m.payload) for m in observer.messages("t/burst")] == list(range(count))
     assert client.stats()["dropped"] == 0
