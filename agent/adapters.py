@@ -69,6 +69,15 @@ def _split(spec: str) -> tuple[str, str]:
     return module_name, attr
 
 
+def is_import_string(spec: str) -> bool:
+    """Whether ``spec`` has the shape :func:`load_string` takes (it may still not import)."""
+    try:
+        _split(spec)
+    except ValueError:
+        return False
+    return True
+
+
 def load_string(spec: str) -> Any:
     """Import ``"pkg.module:attr"`` (or ``"pkg.module.attr"``) and return the attribute.
 

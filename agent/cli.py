@@ -202,9 +202,11 @@ def _app_spec(config: str | None) -> str:
             key="--config",
             detail='missing: the agent command needs a config file with app = "module:attribute"',
         )
+    from agent.adapters import is_import_string
+
     data = read_toml(Path(config))
     spec = data.get("app")
-    if not isinstance(spec, str) or ":" not in spec:
+    if not isinstance(spec, str) or ":" not in spec or not is_import_string(spec):
         raise ConfigError(
             source=config,
             key="app",

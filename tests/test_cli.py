@@ -130,6 +130,18 @@ def test_hostile_config_exits_78_with_one_line(
     assert one_config_error_line(capsys, "demo", config) == line.replace("agent:", "demo:", 1)
 
 
+@pytest.mark.parametrize("spec", ["fuzz_conf ig_app:app", "app:", ":app", "a-b:app", "a:b c"])
+def test_an_app_value_that_is_no_import_string_exits_78_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str
+) -> None:
+    # Found by tests/test_fuzz_config.py: a space spliced into the value gave exit 1.
+    config = tmp_path / "agent.toml"
+    config.write_text(f'app = "{spec}"\n')
+    assert main(["--config", str(config)]) == 78
+    line = one_config_error_line(capsys, "agent", config)
+    assert 'app: expected "module:attribute" naming the App to run' in line, line
+
+
 def test_agent_command_shows_a_huge_app_value_short(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
