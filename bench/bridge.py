@@ -51,7 +51,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ from bench.common import (  # noqa: E402
     Options,
     Target,
     agent_env,
+    compile_agent,
     log_tail,
     new_client,
     percentile,
@@ -265,6 +266,32 @@ class Session:
 
     def failed(self, what: str) -> RuntimeError:
         return RuntimeError(f"{self.impl}: {what} ({log_tail(self.log)})")
+
+
+def checkout_arguments(parser: Any, rounds: int, argv: list[str] | None) -> tuple[Any, list[Path]]:
+    """The A/B tools' command line (bench/start.py, bench/burst.py): ``--rounds``,
+    ``--agent-root`` (repeatable), ``--python``; parsed, with each checkout compiled."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument(
+        "--agent-root",
+        action="append",
+        type=Path,
+        help="a checkout to measure (repeatable; '.' is this one; default: this one)",
+    )
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    roots = [r.resolve() for r in args.agent_root or [REPO]]
+    for root in roots:
+        compile_agent(args.python, root)
+    return args, roots
+
+
+def contenders(base: Options, roots: list[Path]) -> list[tuple[str, str, Options]]:
+    """(name, implementation, options) of one round: the script, then each checkout."""
+    return [("script", "baseline", base)] + [
+        (str(root), "agent", replace(base, agent_root=None if root == REPO else root))
+        for root in roots
+    ]
 
 
 def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:

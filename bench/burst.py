@@ -19,7 +19,6 @@ medians to the script.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -29,8 +28,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bridge import REPO, Listener, Probe, Session, burst
-from bench.common import Broker, Children, Options, compile_agent, median
+from bench.bridge import Listener, Probe, Session, burst, checkout_arguments, contenders
+from bench.common import Broker, Children, Options, median
 
 
 def burst_rate(session: Session, options: Options, count: int, qos: int) -> float:
@@ -57,19 +56,8 @@ def burst_rate(session: Session, options: Options, count: int, qos: int) -> floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=20000, help="messages per burst")
-    parser.add_argument(
-        "--agent-root",
-        action="append",
-        type=Path,
-        help="a checkout to measure (repeatable; '.' is this one; default: this one)",
-    )
-    parser.add_argument("--python", default=sys.executable)
-    args = parser.parse_args(argv)
-    roots = [r.resolve() for r in args.agent_root or [REPO]]
-    for root in roots:
-        compile_agent(args.python, root)
+    args, roots = checkout_arguments(parser, 5, argv)
     children, broker = Children(), Broker()
     names = ["script", *map(str, roots)]
     samples: dict[tuple[str, int], list[float]] = {(n, q): [] for n in names for q in (1, 0)}
@@ -77,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
             base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
             for k in range(args.rounds):
-                runs = [("script", "baseline", base)] + [
-                    (
-                        str(root),
-                        "agent",
-                        dataclasses.replace(base, agent_root=None if root == REPO else root),
-                    )
-                    for root in roots
-                ]
+                runs = contenders(base, roots)
                 for qos in (1, 0):
                     for i, (name, impl, options) in enumerate(runs):
                         session = Session(impl, options, Path(tmp) / f"{k}-{qos}-{i}")

@@ -18,7 +18,6 @@ each one's median and minimum and its ratio of medians to the script.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -27,8 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bridge import REPO, Listener, Session
-from bench.common import Broker, Children, Options, compile_agent, median
+from bench.bridge import Listener, Session, checkout_arguments, contenders
+from bench.common import Broker, Children, Options, median
 
 
 def first_state_ms(session: Session, options: Options) -> float:
@@ -49,32 +48,14 @@ def first_state_ms(session: Session, options: Options) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument(
-        "--agent-root",
-        action="append",
-        type=Path,
-        help="a checkout to measure (repeatable; '.' is this one; default: this one)",
-    )
-    parser.add_argument("--python", default=sys.executable)
-    args = parser.parse_args(argv)
-    roots = [r.resolve() for r in args.agent_root or [REPO]]
-    for root in roots:
-        compile_agent(args.python, root)
+    args, roots = checkout_arguments(parser, 30, argv)
     children, broker = Children(), Broker()
     samples: dict[str, list[float]] = {"script": [], **{str(r): [] for r in roots}}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
             base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
             for k in range(args.rounds):
-                runs = [("script", "baseline", base)] + [
-                    (
-                        str(root),
-                        "agent",
-                        dataclasses.replace(base, agent_root=None if root == REPO else root),
-                    )
-                    for root in roots
-                ]
+                runs = contenders(base, roots)
                 for i, (name, impl, options) in enumerate(runs):
                     session = Session(impl, options, Path(tmp) / f"{k}-{i}")
                     samples[name].append(first_state_ms(session, options))
