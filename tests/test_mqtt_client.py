@@ -1010,6 +1010,31 @@ def test_a_burst_is_written_by_the_network_thread_in_order(
     assert client.stats()["dropped"] == 0
 
 
+def test_replies_to_quick_commands_are_each_written_at_once(
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # However quick a stream of commands, a reply to each is no burst: it is written on the
+    # replying thread at once, not handed to the network thread (a wake and a thread
+    # switch more per command).
+    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write follows quickly
+    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
+    eventually(lambda: client.connected, timeout=5)
+    assert client._paho is not None
+    client._paho._local.wrote = -1e9  # this thread's last write: long ago
+    sends = _sends_on_this_thread(client)
+    wakes = _wakes_from_this_thread(client)
+    count = 2 * paho_module.BURST_AFTER + 2
+    for i in range(count):
+        observer.publish("t/cmd", str(i), qos=0)
+        assert inbox.get() == ("t/cmd", str(i).encode(), False)
+        client.publish("t/reply", str(i), qos=0)
+    assert (sends[0], wakes[0]) == (count, 0)
+    eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
+
+
 def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(
     broker: Mosquitto, observer: Observer, clients: list[MqttClient]
 ) -> None:

@@ -268,3 +268,79 @@ def test_a_thread_is_bursting_after_a_few_quick_writes_in_a_row(
     monkeypatch.setattr(paho_module, "BURST_GAP", 0.0)  # no write is
     assert not client._bursting(local)
     assert local.quick == 0
+
+
+def test_replies_to_a_quick_stream_of_commands_are_no_burst(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = pair
+    local = client._local
+    local.wrote = -1e9  # long ago
+    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
+    seen = []
+    for _ in range(paho_module.BURST_AFTER + 2):
+        client._handle_on_message(mqtt.MQTTMessage(topic=b"t/set"))  # this write answers it
+        seen.append(client._bursting(local))
+    assert seen == [False] * (paho_module.BURST_AFTER + 2)
+    # Then nothing comes in: the last reply and the writes after it make a burst.
+    seen = [client._bursting(local) for _ in range(paho_module.BURST_AFTER)]
+    assert seen == [False] * (paho_module.BURST_AFTER - 1) + [True]
+
+
+def unread(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1000)
+    except BlockingIOError:
+        return b""
+
+
+def test_a_burst_wakes_the_loop_once_until_the_loop_writes(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, broker = pair
+    wake_r, wake_w = socket.socketpair()  # paho's own pair: what wakes its loop
+    wake_r.setblocking(False)
+    client._sockpairR, client._sockpairW = wake_r, wake_w
+    try:
+        monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
+        client._local.wrote = -1e9  # long ago
+        sends = count_calls(monkeypatch, "_sock_send")
+        packet = publish_packet("t/burst", b"x")
+
+        infos: list[Any] = []
+
+        def publish() -> None:
+            infos.append(mqtt.MQTTMessageInfo(len(infos) + 1))
+            queue_packets(client, [(mqtt.PUBLISH, packet, 0, infos[-1])])
+            assert client.write_now()
+
+        for _ in range(paho_module.BURST_AFTER):  # written at once, on this thread
+            publish()
+        assert sends[0] == paho_module.BURST_AFTER
+        assert unread(wake_r) == b""
+        for _ in range(50):  # a burst: left to the loop, woken once, not 50 times
+            publish()
+        assert sends[0] == paho_module.BURST_AFTER
+        assert unread(wake_r) == b"0"
+        assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS  # the loop's round
+        assert sends[0] == paho_module.BURST_AFTER + 1  # the 50, joined
+        assert not client.want_write()
+        publish()  # queued after the loop's write: it wakes the loop again
+        assert unread(wake_r) == b"0"
+        assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+        count = paho_module.BURST_AFTER + 51
+        assert read_exactly(broker, count * len(packet)) == packet * count
+        assert all(info.is_published() for info in infos)
+    finally:
+        wake_r.close()
+        wake_w.close()
+
+
+def test_a_reconnect_forgets_a_wake_that_never_reached_the_loop(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = pair
+    client._wake_sent = True  # its byte went to a loop that never read it
+    monkeypatch.setattr(mqtt.Client, "reconnect", lambda self: mqtt.MQTT_ERR_SUCCESS)
+    client.reconnect()
+    assert not client._wake_sent

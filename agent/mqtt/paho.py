@@ -94,8 +94,8 @@ _EARLY_ACK_LIMIT = 1024
 BURST_GAP = 0.0005
 BURST_AFTER = 3
 """A thread whose writes came this many times in a row, each within ``BURST_GAP`` seconds of
-the one before, is publishing a burst: its packets are written by the network thread (see
-``_PahoClient._bursting``)."""
+the one before and with no message in between, is publishing a burst: its packets are
+written by the network thread (see ``_PahoClient._bursting``)."""
 
 READ_AHEAD = 65536
 """One ``recv`` takes up to this many bytes of what the broker sent; paho then reads its
@@ -159,6 +159,7 @@ class _PahoClient(mqtt.Client):
     before_connect: Callable[[], None] | None = None
     last_loop = 0.0  # time.monotonic() when the network loop last came round (watchdog)
     last_received = 0.0  # time.monotonic() when bytes last came from the broker
+    last_message = 0.0  # time.monotonic() when a message last came in (see _bursting)
     direct_write = False  # see write_now(); plain TCP only
     on_ack: Callable[[int], None] | None = None  # a QoS > 0 message was acknowledged
     after_write: Callable[[], None] | None = None  # the network thread wrote packets
@@ -169,6 +170,7 @@ class _PahoClient(mqtt.Client):
         self._local = _WriterState()
         self._read_ahead = b""  # bytes received, not yet read by paho (network thread only)
         self._read_at = 0
+        self._wake_sent = False  # a wake byte is on its way to the loop (see _wake_loop)
 
     # -- writing from the publishing thread (ADR-012) -------------------------------------
     #
@@ -219,21 +221,26 @@ class _PahoClient(mqtt.Client):
                 logger.exception("MQTT acknowledgement handling failed")
         return rc
 
-    @staticmethod
-    def _bursting(local: _WriterState) -> bool:
+    def _bursting(self, local: _WriterState) -> bool:
         """Whether this thread is publishing a burst: its last BURST_AFTER writes each came
-        within BURST_GAP of the one before.
+        within BURST_GAP of the one before, and no message came in between.
 
         A direct write saves a reply the two thread switches of a hand-off, but it is a
         ``send`` on the publishing thread, one per publish: in a burst the thread spends as
         much time in those system calls as on its own work. Handed to the network thread
         instead, the packets are written there, joined (``_coalesce``), while this thread goes
-        on publishing. One message, or a few in a row, is still written at once.
+        on publishing. One message, or a few in a row, is still written at once, and so is
+        the reply to each of a stream of commands, however quick: a command came in between.
         """
         now = time.monotonic()
-        local.quick = local.quick + 1 if now - local.wrote < BURST_GAP else 0
+        quick = now - local.wrote < BURST_GAP and self.last_message < local.wrote
+        local.quick = local.quick + 1 if quick else 0
         local.wrote = now
         return local.quick >= BURST_AFTER
+
+    def _handle_on_message(self, message: Any) -> None:
+        self.last_message = time.monotonic()  # before it is handed on: see _bursting
+        super()._handle_on_message(message)
 
     def want_write(self) -> bool:
         # paho 1.6 pops the head packet and pushes it back to look at it; with direct writes
@@ -363,12 +370,31 @@ class _PahoClient(mqtt.Client):
                 self._write_lock.release()
             if not self._out_packet:
                 return True
-        wake = getattr(self, "_sockpairW", None)
-        if wake is not None:
-            # full (the loop is waking anyway) or closed (stopping): nothing to do
-            with contextlib.suppress(OSError):
-                wake.send(b"0")
+        self._wake_loop()
         return rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN)
+
+    def _wake_loop(self) -> None:
+        """Wake the network loop to write what is queued: one byte on paho's socket pair,
+        unless one is on its way already.
+
+        A burst hands every publish over to the loop; a byte for each would be a ``send``
+        per message on the publishing thread, and the loop reads them all at once anyway.
+        ``loop_write`` clears the flag before it writes, so a packet queued after that
+        sends a byte of its own, and one queued before it is among what it writes. Should a
+        byte get lost (the pair closing), the loop still writes at its next round, as it
+        selects for writing whenever paho's queue is not empty.
+        """
+        wake = getattr(self, "_sockpairW", None)
+        if wake is None or self._wake_sent:
+            return
+        self._wake_sent = True
+        # full (the loop is waking anyway) or closed (stopping): nothing to do
+        with contextlib.suppress(OSError):
+            wake.send(b"0")
+
+    def loop_write(self, *args: Any) -> Any:  # paho 1.6 has a max_packets argument
+        self._wake_sent = False  # before writing: see _wake_loop
+        return super().loop_write(*args)
 
     # -- watching the link (issue 14) -----------------------------------------------------
     #
@@ -421,6 +447,7 @@ class _PahoClient(mqtt.Client):
         try:
             with self._write_lock:  # no direct write on the socket being replaced
                 self._read_ahead, self._read_at = b"", 0
+                self._wake_sent = False
                 return super().reconnect()
         except Exception as exc:
             self.last_connect_error = exc
