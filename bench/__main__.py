@@ -75,6 +75,7 @@ from bench.common import (
     describe_agent,
     interpreter_text,
     load_average,
+    require_own_agent,
     source_digest,
 )
 from bench.report import notes, summary, table, write_json
@@ -253,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.plots import require_matplotlib
 
         require_matplotlib()  # now, not after minutes of measurements
+    require_own_agent(args.python)
     rounds = args.rounds or (1 if args.quick else 3)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     json_path = args.json or workdir / "results.json"

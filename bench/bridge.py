@@ -47,10 +47,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ if str(REPO) not in sys.path:
 
 from bench.common import (  # noqa: E402
     LAUNCHER,
+    Broker,
+    Children,
     Figure,
     Options,
     Target,
@@ -72,6 +75,7 @@ from bench.common import (  # noqa: E402
     new_client,
     percentile,
     proc_status,
+    require_own_agent,
     thread_cpu_seconds,
 )
 
@@ -281,17 +285,35 @@ def checkout_arguments(parser: Any, rounds: int, argv: list[str] | None) -> tupl
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
     roots = [r.resolve() for r in args.agent_root or [REPO]]
+    if REPO in roots:  # run as python -m agent
+        require_own_agent(args.python)
     for root in roots:
         compile_agent(args.python, root)
     return args, roots
 
 
-def contenders(base: Options, roots: list[Path]) -> list[tuple[str, str, Options]]:
-    """(name, implementation, options) of one round: the script, then each checkout."""
-    return [("script", "baseline", base)] + [
-        (str(root), "agent", replace(base, agent_root=None if root == REPO else root))
-        for root in roots
-    ]
+def in_turns(
+    args: Any, roots: list[Path], jobs: Sequence[Any], run: Callable[[str, Session, Any], None]
+) -> None:
+    """The A/B tools' rounds: in each, for each of ``jobs``, the script and then each checkout
+    (a name: "script" or the root), a fresh ``Session`` each, measured by ``run(name,
+    session, job)``; one broker for all, every process stopped at the end."""
+    children, broker = Children(), Broker()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-turns-") as tmp:
+            base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
+            runs = [("script", "baseline", base)] + [
+                (str(root), "agent", replace(base, agent_root=None if root == REPO else root))
+                for root in roots
+            ]
+            for k in range(args.rounds):
+                for j, job in enumerate(jobs):
+                    for i, (name, impl, options) in enumerate(runs):
+                        run(name, Session(impl, options, Path(tmp) / f"{k}-{j}-{i}"), job)
+                        time.sleep(0.2)  # the broker forgets the last client before the next
+    finally:
+        children.end_all()
+        broker.close()
 
 
 def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:

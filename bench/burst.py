@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bridge import Listener, Probe, Session, burst, checkout_arguments, contenders
-from bench.common import Broker, Children, Options, median
+from bench.bridge import Listener, Probe, Session, burst, checkout_arguments, in_turns
+from bench.common import Options, median
 
 
 def burst_rate(session: Session, options: Options, count: int, qos: int) -> float:
@@ -58,23 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000, help="messages per burst")
     args, roots = checkout_arguments(parser, 5, argv)
-    children, broker = Children(), Broker()
     names = ["script", *map(str, roots)]
     samples: dict[tuple[str, int], list[float]] = {(n, q): [] for n in names for q in (1, 0)}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
-            base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
-            for k in range(args.rounds):
-                runs = contenders(base, roots)
-                for qos in (1, 0):
-                    for i, (name, impl, options) in enumerate(runs):
-                        session = Session(impl, options, Path(tmp) / f"{k}-{qos}-{i}")
-                        rate = burst_rate(session, options, args.count, qos)
-                        samples[(name, qos)].append(rate)
-                        time.sleep(0.2)  # the broker forgets the last client before the next
-    finally:
-        children.end_all()
-        broker.close()
+
+    def run(name: str, session: Session, qos: int) -> None:
+        samples[(name, qos)].append(burst_rate(session, session.options, args.count, qos))
+
+    in_turns(args, roots, (1, 0), run)
     print(f"{args.rounds} rounds; {args.count:,} messages back to back, messages/s")
     for qos in (1, 0):
         script = median(samples[("script", qos)])

@@ -293,6 +293,30 @@ def run_json_child(
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
+def require_own_agent(python: str) -> None:
+    """Exit with the fix unless ``python -m agent``, as the suite runs it, imports this
+    checkout's ``agent/``.
+
+    An editable install (``pip install -e .``, as scripts/test makes one) puts a finder in
+    front of ``sys.meta_path`` that ``PYTHONPATH`` cannot override: the suite run from
+    another checkout (a ``git worktree``) would measure the installed one's code while
+    reporting its own sources.
+    """
+    code = "import pathlib, agent; print(pathlib.Path(agent.__file__).resolve().parent)"
+    done = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, env=agent_env(), cwd="/",
+        timeout=60,
+    )  # fmt: skip
+    imported, own = done.stdout.strip(), str((REPO / "agent").resolve())
+    if done.returncode != 0 or imported != own:
+        raise SystemExit(
+            f"bench: {python} -m agent imports {imported or done.stderr.strip()}, not {own}"
+            " (an editable install of another checkout): run this from that checkout, or"
+            f" pip install -e {REPO}; from there --agent-root {REPO} measures this one"
+            " (bridge, throughput and the A/B tools)"
+        )
+
+
 def compile_agent(python: str, root: Path) -> str:
     """Byte-compile ``root/agent`` for ``python``, as pip and dpkg do when they install it.
 

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bridge import Listener, Session, checkout_arguments, contenders
-from bench.common import Broker, Children, Options, median
+from bench.bridge import Listener, Session, checkout_arguments, in_turns
+from bench.common import Options, median
 
 
 def first_state_ms(session: Session, options: Options) -> float:
@@ -49,20 +47,12 @@ def first_state_ms(session: Session, options: Options) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args, roots = checkout_arguments(parser, 30, argv)
-    children, broker = Children(), Broker()
     samples: dict[str, list[float]] = {"script": [], **{str(r): [] for r in roots}}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
-            base = Options(False, args.rounds, args.python, Path(tmp), broker, children)
-            for k in range(args.rounds):
-                runs = contenders(base, roots)
-                for i, (name, impl, options) in enumerate(runs):
-                    session = Session(impl, options, Path(tmp) / f"{k}-{i}")
-                    samples[name].append(first_state_ms(session, options))
-                    time.sleep(0.2)  # the broker forgets the last client before the next
-    finally:
-        children.end_all()
-        broker.close()
+
+    def run(name: str, session: Session, _job: None) -> None:
+        samples[name].append(first_state_ms(session, session.options))
+
+    in_turns(args, roots, (None,), run)
     script = median(samples["script"])
     print(f"{args.rounds} rounds; spawn → first state, ms")
     for name, values in samples.items():
