@@ -273,7 +273,7 @@ class Session:
 
 
 def checkout_arguments(parser: Any, rounds: int, argv: list[str] | None) -> tuple[Any, list[Path]]:
-    """The A/B tools' command line (bench/start.py, bench/burst.py): ``--rounds``,
+    """The A/B tools' command line (bench/start.py, burst.py, commands.py): ``--rounds``,
     ``--agent-root`` (repeatable), ``--python``; parsed, with each checkout compiled."""
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument(

@@ -303,14 +303,18 @@ def require_own_agent(python: str) -> None:
     reporting its own sources.
     """
     code = "import pathlib, agent; print(pathlib.Path(agent.__file__).resolve().parent)"
+    exe = os.path.abspath(python) if os.sep in python else python  # run from "/"
     done = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, env=agent_env(), cwd="/",
-        timeout=60,
+        [exe, "-c", code], capture_output=True, text=True, env=agent_env(), cwd="/",
+        timeout=120,
     )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"bench: {python} cannot import agent: {reason}")
     imported, own = done.stdout.strip(), str((REPO / "agent").resolve())
-    if done.returncode != 0 or imported != own:
+    if imported != own:
         raise SystemExit(
-            f"bench: {python} -m agent imports {imported or done.stderr.strip()}, not {own}"
+            f"bench: {python} -m agent imports {imported}, not {own}"
             " (an editable install of another checkout): run this from that checkout, or"
             f" pip install -e {REPO}; from there --agent-root {REPO} measures this one"
             " (bridge, throughput and the A/B tools)"

@@ -1026,12 +1026,15 @@ def test_replies_to_quick_commands_are_each_written_at_once(
     client._paho._local.wrote = -1e9  # this thread's last write: long ago
     sends = _sends_on_this_thread(client)
     wakes = _wakes_from_this_thread(client)
-    count = 2 * paho_module.BURST_AFTER + 2
+    count = 3 * paho_module.BURST_AFTER + 1
     for i in range(count):
         observer.publish("t/cmd", str(i), qos=0)
         assert inbox.get() == ("t/cmd", str(i).encode(), False)
         client.publish("t/reply", str(i), qos=0)
-    assert (sends[0], wakes[0]) == (count, 0)
+    # All written here. (One may be left to the network thread if that one happened to hold
+    # the write lock at the moment: not a burst. Taken for a burst, 7 of 10 would be.)
+    assert sends[0] >= count - 1
+    assert wakes[0] <= 1
     eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
 
 

@@ -305,8 +305,15 @@ def test_a_burst_wakes_the_loop_once_until_the_loop_writes(
         monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
         client._local.wrote = -1e9  # long ago
         sends = count_calls(monkeypatch, "_sock_send")
-        packet = publish_packet("t/burst", b"x")
+        flags: list[bool] = []  # the flag at each send: the loop clears it before writing
+        counted = mqtt.Client._sock_send
 
+        def noting(self: Any, buf: Any) -> Any:
+            flags.append(self._wake_sent)
+            return counted(self, buf)
+
+        monkeypatch.setattr(mqtt.Client, "_sock_send", noting)
+        packet = publish_packet("t/burst", b"x")
         infos: list[Any] = []
 
         def publish() -> None:
@@ -331,16 +338,7 @@ def test_a_burst_wakes_the_loop_once_until_the_loop_writes(
         count = paho_module.BURST_AFTER + 51
         assert read_exactly(broker, count * len(packet)) == packet * count
         assert all(info.is_published() for info in infos)
+        assert flags == [False] * (paho_module.BURST_AFTER + 2)
     finally:
         wake_r.close()
         wake_w.close()
-
-
-def test_a_reconnect_forgets_a_wake_that_never_reached_the_loop(
-    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client, _ = pair
-    client._wake_sent = True  # its byte went to a loop that never read it
-    monkeypatch.setattr(mqtt.Client, "reconnect", lambda self: mqtt.MQTT_ERR_SUCCESS)
-    client.reconnect()
-    assert not client._wake_sent
