@@ -21,7 +21,6 @@ their ratios to the script's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
@@ -39,21 +38,10 @@ from bench.bridge import (
     cpu_ns_exact,
     in_turns,
 )
-from bench.common import Options, median
+from bench.common import Options, context_switches, median
 
 IDLE = 1.0
 """Seconds the process's idle CPU rate is measured for, before the commands."""
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary and involuntary context switches of the live threads of ``pid``."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for line in (task / "status").read_text().splitlines():
-                if "ctxt_switches:" in line:  # voluntary_... and nonvoluntary_...
-                    total += int(line.split()[1])
-    return total
 
 
 def command_costs(
@@ -79,10 +67,10 @@ def command_costs(
                 for seq in range(WARMUP_COMMANDS):
                     probe.round_trip(seq, qos)
                 rtts: list[float] = []
-                c0, s0, w0 = cpu_ns_exact(pid), context_switches(pid), time.monotonic()
+                c0, s0, w0 = cpu_ns_exact(pid), sum(context_switches(pid)), time.monotonic()
                 for seq in range(WARMUP_COMMANDS, WARMUP_COMMANDS + count):
                     rtts.append(probe.round_trip(seq, qos) * 1000)
-                c1, s1, w1 = cpu_ns_exact(pid), context_switches(pid), time.monotonic()
+                c1, s1, w1 = cpu_ns_exact(pid), sum(context_switches(pid)), time.monotonic()
                 if any(math.isnan(r) for r in rtts):
                     raise session.failed(f"a command at QoS {qos} got no answer")
                 work = (c1 - c0) - idle_rate * (w1 - w0)

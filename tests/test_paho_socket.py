@@ -256,13 +256,19 @@ def test_only_the_writer_takes_packets_off_the_queue(
 # -- bursts --------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def quick(pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write of the test comes "quickly" after the one before; the first one's
+    predecessor, long ago."""
+    pair[0]._local.wrote = -1e9
+    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)
+
+
 def test_a_thread_is_bursting_after_a_few_quick_writes_in_a_row(
-    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+    pair: tuple[_PahoClient, socket.socket], quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ = pair
     local = client._local
-    local.wrote = -1e9  # long ago
-    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
     seen = [client._bursting(local) for _ in range(paho_module.BURST_AFTER + 2)]
     assert seen == [False] * paho_module.BURST_AFTER + [True, True]
     monkeypatch.setattr(paho_module, "BURST_GAP", 0.0)  # no write is
@@ -271,12 +277,10 @@ def test_a_thread_is_bursting_after_a_few_quick_writes_in_a_row(
 
 
 def test_replies_to_a_quick_stream_of_commands_are_no_burst(
-    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+    pair: tuple[_PahoClient, socket.socket], quick: None
 ) -> None:
     client, _ = pair
     local = client._local
-    local.wrote = -1e9  # long ago
-    monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
     seen = []
     for _ in range(paho_module.BURST_AFTER + 2):
         client._handle_on_message(mqtt.MQTTMessage(topic=b"t/set"))  # this write answers it
@@ -295,15 +299,13 @@ def unread(sock: socket.socket) -> bytes:
 
 
 def test_a_burst_wakes_the_loop_once_until_the_loop_writes(
-    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+    pair: tuple[_PahoClient, socket.socket], quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, broker = pair
     wake_r, wake_w = socket.socketpair()  # paho's own pair: what wakes its loop
     wake_r.setblocking(False)
     client._sockpairR, client._sockpairW = wake_r, wake_w
     try:
-        monkeypatch.setattr(paho_module, "BURST_GAP", 3600.0)  # every write is "quick"
-        client._local.wrote = -1e9  # long ago
         sends = count_calls(monkeypatch, "_sock_send")
         flags: list[bool] = []  # the flag at each send: the loop clears it before writing
         counted = mqtt.Client._sock_send
