@@ -946,12 +946,12 @@ def test_a_burst_far_beyond_the_outbox_loses_nothing_while_connected(
             watcher.close()
 
 
-def _sends_on_this_thread(client: MqttClient) -> list[int]:
-    """Count the socket writes paho makes on the calling thread from now on (a list of one
-    counter, so the caller reads it as it grows)."""
+def _sends_on_this_thread(client: MqttClient, thread: threading.Thread | None = None) -> list[int]:
+    """Count the socket writes paho makes on the calling thread (or on ``thread``) from now
+    on (a list of one counter, so the caller reads it as it grows)."""
     paho = client._paho
     assert paho is not None
-    here, count, write = threading.current_thread(), [0], paho._sock_send
+    here, count, write = thread or threading.current_thread(), [0], paho._sock_send
 
     def counted(buf: Any) -> Any:
         if threading.current_thread() is here:
@@ -1036,6 +1036,47 @@ def test_replies_to_quick_commands_are_each_written_at_once(
     assert sends[0] >= count - 1
     assert wakes[0] <= 1
     eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
+
+
+def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The PUBACK of a command waits for the reply and goes out with it, in one send on the
+    # replying thread: the network thread writes nothing (it wrote every PUBACK itself).
+    monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)  # only a reply can take it along
+    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
+    eventually(lambda: client.connected, timeout=5)
+    paho = client._paho
+    assert paho is not None and paho._thread is not None
+    network = _sends_on_this_thread(client, paho._thread)
+    count = 10
+    for i in range(count):
+        observer.publish("t/cmd", str(i), qos=1)
+        assert inbox.get() == ("t/cmd", str(i).encode(), False)
+        eventually(lambda: len(paho._out_packet) > 0, timeout=5)  # paho queued the PUBACK
+        client.publish("t/reply", str(i), qos=0)
+        assert not paho._out_packet  # written, the PUBACK with it
+    eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
+    assert network[0] == 0
+
+
+def test_a_command_at_qos_1_with_no_reply_is_still_acknowledged(
+    broker: Mosquitto, observer: Observer, clients: list[MqttClient]
+) -> None:
+    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
+    eventually(lambda: client.connected, timeout=5)
+    paho = client._paho
+    assert paho is not None and paho._thread is not None
+    eventually(lambda: not paho._out_packet, timeout=5)  # the subscription probe's PUBACK
+    network = _sends_on_this_thread(client, paho._thread)
+    observer.publish("t/cmd", "quiet", qos=1)
+    assert inbox.get() == ("t/cmd", b"quiet", False)
+    # Nothing takes it along: the loop writes it once it is due (ACK_GRACE).
+    eventually(lambda: not paho._out_packet and not paho._ack_due, timeout=5)
+    assert network[0] == 1
 
 
 def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(

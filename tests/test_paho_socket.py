@@ -292,8 +292,9 @@ def test_replies_to_a_quick_stream_of_commands_are_no_burst(
 
 
 def unread(sock: socket.socket) -> bytes:
+    """What waits to be read on ``sock``, without waiting for more."""
     try:
-        return sock.recv(1000)
+        return sock.recv(1000, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return b""
 
@@ -344,3 +345,106 @@ def test_a_burst_wakes_the_loop_once_until_the_loop_writes(
     finally:
         wake_r.close()
         wake_w.close()
+
+
+# -- acknowledging with the reply ------------------------------------------------------------
+
+PUBACK_7 = b"\x40\x02\x00\x07"  # what paho queues to acknowledge the message with mid 7
+
+
+@pytest.fixture
+def on_loop(pair: tuple[_PahoClient, socket.socket]) -> _PahoClient:
+    """The test's thread plays paho's network thread (what queues PUBACKs)."""
+    client = pair[0]
+    client._thread = threading.current_thread()
+    return client
+
+
+@pytest.fixture
+def selects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, float]]:
+    """(selected for writing, timeout) of each ``select`` of the network loop; the select
+    itself only polls, so a round never sleeps."""
+    seen: list[tuple[bool, float]] = []
+    real = select.select
+
+    def polling(r: Any, w: Any, x: Any, timeout: float) -> Any:
+        seen.append((bool(w), timeout))
+        return real(r, w, x, 0)
+
+    monkeypatch.setattr(select, "select", polling)
+    return seen
+
+
+def test_a_puback_waits_for_the_reply_and_goes_out_with_it(
+    pair: tuple[_PahoClient, socket.socket], on_loop: _PahoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, broker = pair
+    sends = count_calls(monkeypatch, "_sock_send")
+    client._send_puback(7)
+    assert not client.want_write()  # held: the loop does not select for writing
+    assert unread(broker) == b""
+    reply = publish_packet("t/reply", b"r")
+
+    def device() -> None:  # the thread the command went to answers it
+        client.set_deferring(True)
+        queue_packets(client, [(mqtt.PUBLISH, reply, 0, mqtt.MQTTMessageInfo(1))])
+        client.set_deferring(False)
+        assert client.write_now()
+
+    answering = threading.Thread(target=device, name="device:test")
+    answering.start()
+    answering.join(5)
+    assert read_exactly(broker, len(PUBACK_7 + reply)) == PUBACK_7 + reply
+    assert sends[0] == 1  # one send, on the device's thread
+    assert not client._out_packet and client._ack_due == 0.0
+
+
+def test_a_held_puback_is_written_by_the_loop_once_it_is_due(
+    pair: tuple[_PahoClient, socket.socket],
+    on_loop: _PahoClient,
+    selects: list[tuple[bool, float]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, broker = pair
+    monkeypatch.setattr(paho_module, "ACK_GRACE", 5.0)
+    client._send_puback(7)
+    client._loop(60.0)
+    writing, timeout = selects[-1]
+    assert not writing and 4.0 < timeout <= 5.0  # the round ends when the ack is due
+    assert unread(broker) == b""
+    client._ack_due = time.monotonic() - 0.001  # no reply came within the grace
+    client._loop(60.0)
+    assert selects[-1] == (True, 60.0)
+    assert read_exactly(broker, len(PUBACK_7)) == PUBACK_7
+    assert client._ack_due == 0.0
+
+
+def test_a_deadline_that_passed_never_makes_the_loop_spin(
+    on_loop: _PahoClient, selects: list[tuple[bool, float]]
+) -> None:
+    client = on_loop
+    client._ack_due = time.monotonic() - 1.0  # its PUBACK was written by another thread
+    client._loop(0.25)
+    assert selects[-1] == (False, 0.25)
+    assert client._ack_due == 0.0
+
+
+def test_only_pubacks_wait_and_only_with_direct_writes(
+    pair: tuple[_PahoClient, socket.socket], on_loop: _PahoClient
+) -> None:
+    client, broker = pair
+    client._send_puback(7)
+    client._send_pingreq()  # anything else the loop queues ends the hold
+    assert client.want_write()
+    assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+    assert read_exactly(broker, len(PUBACK_7) + 2) == PUBACK_7 + b"\xc0\x00"
+    assert client._ack_due == 0.0 and not client._loop_queued
+    for mid in range(1, paho_module.ACKS_HELD):
+        client._send_puback(mid)
+    assert not client.want_write()
+    client._send_puback(paho_module.ACKS_HELD)  # a flood: acknowledged in batches
+    assert client.want_write()
+    assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+    client.direct_write = False  # TLS: every packet is the loop's to write
+    client._send_puback(7)
+    assert client.want_write()

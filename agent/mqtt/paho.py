@@ -101,6 +101,15 @@ READ_AHEAD = 65536
 """One ``recv`` takes up to this many bytes of what the broker sent; paho then reads its
 packets from them (see ``_PahoClient._sock_recv``)."""
 
+ACK_GRACE = 0.002
+"""The network thread leaves a PUBACK it queued for up to this long (s) to a device thread's
+next write, which carries it along (see ``_PahoClient._hold_acks``)..."""
+
+ACKS_HELD = 10
+"""... and at most this many at once: a flood of QoS 1 messages is acknowledged in batches,
+never held back by the wait (the broker sends no more than its window, 20 in mosquitto, before
+it has acknowledgements)."""
+
 COALESCE_BYTES = 65536
 """Packets waiting to be written are joined into one ``send`` of up to this many bytes (see
 ``_PahoClient._coalesce``)."""
@@ -172,6 +181,8 @@ class _PahoClient(mqtt.Client):
         self._read_ahead = b""  # bytes received, not yet read by paho (network thread only)
         self._read_at = 0
         self._wake_sent = False  # a wake byte is on its way to the loop (see _wake_loop)
+        self._ack_due = 0.0  # monotonic time by which held PUBACKs go out; 0: none held
+        self._loop_queued = False  # the network thread queued more than PUBACKs
 
     # -- writing from the publishing thread (ADR-012) -------------------------------------
     #
@@ -198,15 +209,18 @@ class _PahoClient(mqtt.Client):
         # on a deferring thread write_now() follows; on the network thread itself (a PUBACK,
         # a PINGREQ) the loop's next round selects for writing anyway, as the queue is not
         # empty. paho would write a byte to its socket pair and read it back each time.
-        if not (
-            (self.deferring() and (command & 0xF0) == mqtt.PUBLISH)
-            or threading.current_thread() is self._thread
-        ):
+        on_loop = threading.current_thread() is self._thread
+        if not (on_loop or (self.deferring() and (command & 0xF0) == mqtt.PUBLISH)):
             return super()._packet_queue(command, packet, mid, qos, info)
+        ack = on_loop and (command & 0xF0) == mqtt.PUBACK and self.direct_write
+        if ack and not self._ack_due:  # set before the packet is queued: see _hold_acks
+            self._ack_due = time.monotonic() + ACK_GRACE
         self._out_packet.append(
             {"command": command, "mid": mid, "qos": qos, "pos": 0,
              "to_process": len(packet), "packet": packet, "info": info}
         )  # fmt: skip
+        if on_loop and not ack:
+            self._loop_queued = True
         return mqtt.MQTT_ERR_SUCCESS
 
     def _do_on_publish(self, mid: int, *args: Any) -> Any:
@@ -246,10 +260,60 @@ class _PahoClient(mqtt.Client):
         self.last_message = time.monotonic()  # before it is handed on: see _bursting
         super()._handle_on_message(message)
 
+    # -- acknowledging with the reply (ADR-012 decision 11) --------------------------------
+
+    def _hold_acks(self, timeout: float) -> float:
+        """The network loop's select timeout, cut short to when held PUBACKs are due.
+
+        A command at QoS 1 makes paho queue its PUBACK on the network thread right after
+        handing the message on, and the loop's next round writes it: a ``send`` of its own,
+        made while the device thread that got the command is waking up to answer it, so the
+        two threads take the GIL and the write lock from each other just then. Instead, for
+        up to ``ACK_GRACE`` the loop does not select for writing while all the network
+        thread queued are PUBACKs: the device's reply, written on its own thread, takes them
+        along in one ``send`` (``_coalesce``). A command that publishes nothing, or an
+        answer slower than that, leaves the PUBACKs to the loop as before, ``ACK_GRACE``
+        later. Only PUBACKs wait, at most ``ACKS_HELD`` of them, only the network thread's
+        (everything else it queues ends the hold), and only with direct writes (plain
+        TCP): packets queued by another thread still wake the loop, which then writes
+        everything.
+
+        The state is racy by design and safe either way: ``_ack_due`` is set before the
+        PUBACK is queued and cleared by a writer that left the queue empty, so at worst a
+        PUBACK misses its hold and is written at once; a deadline that has passed is cleared
+        here, so the loop never spins on it.
+        """
+        due = self._ack_due
+        if due:
+            left = due - time.monotonic()
+            if left > 0:
+                return min(timeout, left)
+            self._ack_due = 0.0
+        return timeout
+
+    def _wrote(self) -> None:
+        """After a write (write lock held): with the queue empty, nothing is held any more."""
+        if not self._out_packet:
+            self._ack_due = 0.0
+            self._loop_queued = False
+
     def want_write(self) -> bool:
         # paho 1.6 pops the head packet and pushes it back to look at it; with direct writes
         # a device thread could pop the next one in between and write it first.
-        return len(self._out_packet) > 0
+        if not self._out_packet:
+            return False
+        due = self._ack_due
+        return (
+            not due
+            or self._loop_queued
+            or len(self._out_packet) >= ACKS_HELD
+            or time.monotonic() >= due
+        )
+
+    if PAHO_V2:
+
+        def _loop(self, timeout: float = 1.0) -> Any:
+            return super()._loop(self._hold_acks(timeout))
 
     if not PAHO_V2:
 
@@ -258,7 +322,8 @@ class _PahoClient(mqtt.Client):
             # popleft/appendleft (see want_write). 1.6.1 is what Debian 12 ships, for good.
             if timeout < 0.0:
                 raise ValueError("Invalid timeout.")
-            wlist = [self._sock] if self._out_packet else []
+            timeout = self._hold_acks(timeout)
+            wlist = [self._sock] if self.want_write() else []
             pending_bytes = 0  # bytes left in an SSL socket
             if hasattr(self._sock, "pending"):
                 pending_bytes = self._sock.pending()
@@ -340,6 +405,7 @@ class _PahoClient(mqtt.Client):
             with self._write_lock:
                 self._coalesce()
                 rc = super()._packet_write()
+                self._wrote()
         # Not after a failed write: the link is dead, what would be handed over now is lost.
         if self.after_write is not None and rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
             try:
@@ -366,6 +432,7 @@ class _PahoClient(mqtt.Client):
             try:
                 self._coalesce()
                 rc = super()._packet_write()  # errors leave the packet queued for the loop
+                self._wrote()
             except Exception as exc:  # never into a device thread
                 logger.debug("MQTT direct write failed, left to the network thread: %r", exc)
                 rc = mqtt.MQTT_ERR_CONN_LOST
