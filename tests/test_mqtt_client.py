@@ -1046,12 +1046,14 @@ def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
 ) -> None:
     # The PUBACK of a command waits for the reply and goes out with it, in one send on the
     # replying thread: the network thread writes nothing (it wrote every PUBACK itself).
-    monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)  # only a reply can take it along
     client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
     eventually(lambda: client.connected, timeout=5)
     paho = client._paho
     assert paho is not None and paho._thread is not None
+    eventually(lambda: not paho._out_packet, timeout=5)  # the subscription probe's PUBACK
+    monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)  # only a reply can take it along
     network = _sends_on_this_thread(client, paho._thread)
+    here = _sends_on_this_thread(client)
     count = 10
     for i in range(count):
         observer.publish("t/cmd", str(i), qos=1)
@@ -1061,6 +1063,7 @@ def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
         assert not paho._out_packet  # written, the PUBACK with it
     eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
     assert network[0] == 0
+    assert here[0] == count  # one send a command: its PUBACK and its reply
 
 
 def test_a_command_at_qos_1_with_no_reply_is_still_acknowledged(
@@ -1075,8 +1078,8 @@ def test_a_command_at_qos_1_with_no_reply_is_still_acknowledged(
     observer.publish("t/cmd", "quiet", qos=1)
     assert inbox.get() == ("t/cmd", b"quiet", False)
     # Nothing takes it along: the loop writes it once it is due (ACK_GRACE).
-    eventually(lambda: not paho._out_packet and not paho._ack_due, timeout=5)
-    assert network[0] == 1
+    eventually(lambda: network[0] == 1, timeout=5)
+    assert not paho._out_packet
 
 
 def test_held_writes_go_out_together_at_the_end_of_the_block_in_order(

@@ -353,8 +353,12 @@ PUBACK_7 = b"\x40\x02\x00\x07"  # what paho queues to acknowledge the message wi
 
 
 @pytest.fixture
-def on_loop(pair: tuple[_PahoClient, socket.socket]) -> _PahoClient:
-    """The test's thread plays paho's network thread (what queues PUBACKs)."""
+def on_loop(
+    pair: tuple[_PahoClient, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> _PahoClient:
+    """The test's thread plays paho's network thread (what queues PUBACKs); a PUBACK is
+    held for an hour unless the test says otherwise (no test depends on being quick)."""
+    monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)
     client = pair[0]
     client._thread = threading.current_thread()
     return client
@@ -419,7 +423,7 @@ def test_a_held_puback_is_written_by_the_loop_once_it_is_due(
     assert client._ack_due == 0.0
 
 
-def test_a_deadline_that_passed_never_makes_the_loop_spin(
+def test_a_deadline_that_passed_is_cleared_not_selected_on(
     on_loop: _PahoClient, selects: list[tuple[bool, float]]
 ) -> None:
     client = on_loop
@@ -448,3 +452,23 @@ def test_only_pubacks_wait_and_only_with_direct_writes(
     client.direct_write = False  # TLS: every packet is the loop's to write
     client._send_puback(7)
     assert client.want_write()
+
+
+def test_a_write_that_leaves_data_queued_ends_the_hold(
+    pair: tuple[_PahoClient, socket.socket], on_loop: _PahoClient
+) -> None:
+    client, _ = pair
+    client._send_puback(7)
+    big = publish_packet("t/big", b"x" * (8 << 20))  # more than the socket pair takes
+
+    def device() -> None:
+        client.set_deferring(True)
+        queue_packets(client, [(mqtt.PUBLISH, big, 0, mqtt.MQTTMessageInfo(1))])
+        client.set_deferring(False)
+        client.write_now()
+
+    answering = threading.Thread(target=device, name="device:test")
+    answering.start()
+    answering.join(5)
+    assert client._out_packet  # the socket took only part of it
+    assert client.want_write()  # the loop goes on writing as the socket drains

@@ -103,12 +103,13 @@ packets from them (see ``_PahoClient._sock_recv``)."""
 
 ACK_GRACE = 0.002
 """The network thread leaves a PUBACK it queued for up to this long (s) to a device thread's
-next write, which carries it along (see ``_PahoClient._hold_acks``)..."""
+next write, which carries it along (see ``_PahoClient.want_write``)..."""
 
 ACKS_HELD = 10
-"""... and at most this many at once: a flood of QoS 1 messages is acknowledged in batches,
-never held back by the wait (the broker sends no more than its window, 20 in mosquitto, before
-it has acknowledgements)."""
+"""... and at most this many at once: a flood of QoS 1 messages that nobody answers is
+acknowledged in batches, not paced by the wait, as long as the broker's window of messages
+sent but not acknowledged is at least this large (mosquitto: 20; RabbitMQ's ``mqtt.prefetch``:
+10). A smaller window lets such a flood through one window per ``ACK_GRACE``."""
 
 COALESCE_BYTES = 65536
 """Packets waiting to be written are joined into one ``send`` of up to this many bytes (see
@@ -208,12 +209,13 @@ class _PahoClient(mqtt.Client):
         # paho's own queueing, without the wake of the network thread when nobody needs it:
         # on a deferring thread write_now() follows; on the network thread itself (a PUBACK,
         # a PINGREQ) the loop's next round selects for writing anyway, as the queue is not
-        # empty. paho would write a byte to its socket pair and read it back each time.
+        # empty (a PUBACK: once it is due, see "acknowledging with the reply" below). paho
+        # would write a byte to its socket pair and read it back each time.
         on_loop = threading.current_thread() is self._thread
         if not (on_loop or (self.deferring() and (command & 0xF0) == mqtt.PUBLISH)):
             return super()._packet_queue(command, packet, mid, qos, info)
         ack = on_loop and (command & 0xF0) == mqtt.PUBACK and self.direct_write
-        if ack and not self._ack_due:  # set before the packet is queued: see _hold_acks
+        if ack and not self._ack_due:  # set before the packet is queued: see below
             self._ack_due = time.monotonic() + ACK_GRACE
         self._out_packet.append(
             {"command": command, "mid": mid, "qos": qos, "pos": 0,
@@ -261,28 +263,26 @@ class _PahoClient(mqtt.Client):
         super()._handle_on_message(message)
 
     # -- acknowledging with the reply (ADR-012 decision 11) --------------------------------
+    #
+    # A command at QoS 1 makes paho queue its PUBACK on the network thread right after it
+    # handed the message on, and the loop's next round wrote it: a send of its own, just as
+    # the device thread that got the command woke up to answer, so the two threads took the
+    # GIL and the write lock from each other. Now, with direct writes (plain TCP), the loop
+    # holds the PUBACKs it queued itself for up to ACK_GRACE, at most ACKS_HELD of them: the
+    # device's reply, written on its own thread, takes them along in one send (_coalesce).
+    # A command answered later or not at all has its PUBACK written by the loop on its own,
+    # as before but up to ACK_GRACE later; so has one whose reply beat paho to queueing it.
+    # Anything else the loop queues ends the hold, and so does a write that left data queued
+    # (the socket is full: no reply can take them along sooner). Packets from other threads
+    # wake the loop through paho's socket pair, and it then writes everything.
+    #
+    # The state is racy by design and bounded either way: _ack_due is set before a PUBACK
+    # is queued and cleared by a writer that emptied the queue, so a PUBACK may miss its
+    # hold (written at once) or wait ACK_GRACE past the round that re-armed it; a deadline
+    # that has passed is cleared by _select_timeout, so the loop never spins on it.
 
-    def _hold_acks(self, timeout: float) -> float:
-        """The network loop's select timeout, cut short to when held PUBACKs are due.
-
-        A command at QoS 1 makes paho queue its PUBACK on the network thread right after
-        handing the message on, and the loop's next round writes it: a ``send`` of its own,
-        made while the device thread that got the command is waking up to answer it, so the
-        two threads take the GIL and the write lock from each other just then. Instead, for
-        up to ``ACK_GRACE`` the loop does not select for writing while all the network
-        thread queued are PUBACKs: the device's reply, written on its own thread, takes them
-        along in one ``send`` (``_coalesce``). A command that publishes nothing, or an
-        answer slower than that, leaves the PUBACKs to the loop as before, ``ACK_GRACE``
-        later. Only PUBACKs wait, at most ``ACKS_HELD`` of them, only the network thread's
-        (everything else it queues ends the hold), and only with direct writes (plain
-        TCP): packets queued by another thread still wake the loop, which then writes
-        everything.
-
-        The state is racy by design and safe either way: ``_ack_due`` is set before the
-        PUBACK is queued and cleared by a writer that left the queue empty, so at worst a
-        PUBACK misses its hold and is written at once; a deadline that has passed is cleared
-        here, so the loop never spins on it.
-        """
+    def _select_timeout(self, timeout: float) -> float:
+        """The network loop's select timeout, cut short to when held PUBACKs are due."""
         due = self._ack_due
         if due:
             left = due - time.monotonic()
@@ -292,14 +292,19 @@ class _PahoClient(mqtt.Client):
         return timeout
 
     def _wrote(self) -> None:
-        """After a write (write lock held): with the queue empty, nothing is held any more."""
-        if not self._out_packet:
+        """After a write, write lock held: nothing is held once the queue is empty, nor
+        while the socket takes no more."""
+        if self._out_packet:
+            self._loop_queued = True
+        else:
             self._ack_due = 0.0
             self._loop_queued = False
 
     def want_write(self) -> bool:
-        # paho 1.6 pops the head packet and pushes it back to look at it; with direct writes
-        # a device thread could pop the next one in between and write it first.
+        # Whether the loop selects for writing: not while what it queued itself are PUBACKs
+        # being held (see above). And never paho's own way: paho 1.6 pops the head packet
+        # and pushes it back to look at it; with direct writes a device thread could pop the
+        # next one in between and write it first.
         if not self._out_packet:
             return False
         due = self._ack_due
@@ -313,16 +318,16 @@ class _PahoClient(mqtt.Client):
     if PAHO_V2:
 
         def _loop(self, timeout: float = 1.0) -> Any:
-            return super()._loop(self._hold_acks(timeout))
+            return super()._loop(self._select_timeout(timeout))
 
-    if not PAHO_V2:
+    else:
 
         def _loop(self, timeout: float = 1.0) -> Any:
             # paho 1.6.1's own, except its first lines: it looked at the head packet with
             # popleft/appendleft (see want_write). 1.6.1 is what Debian 12 ships, for good.
             if timeout < 0.0:
                 raise ValueError("Invalid timeout.")
-            timeout = self._hold_acks(timeout)
+            timeout = self._select_timeout(timeout)
             wlist = [self._sock] if self.want_write() else []
             pending_bytes = 0  # bytes left in an SSL socket
             if hasattr(self._sock, "pending"):
@@ -453,7 +458,8 @@ class _PahoClient(mqtt.Client):
         ``loop_write`` clears the flag before it writes, so a packet queued after that
         sends a byte of its own, and one queued before it is among what it writes. Should a
         byte get lost (the pair closing), the loop still writes at its next round, as it
-        selects for writing whenever paho's queue is not empty.
+        selects for writing whenever paho's queue is not empty (held PUBACKs aside, for at most
+        ``ACK_GRACE``).
         """
         wake = getattr(self, "_sockpairW", None)
         if wake is None or self._wake_sent:
@@ -518,6 +524,7 @@ class _PahoClient(mqtt.Client):
         try:
             with self._write_lock:  # no direct write on the socket being replaced
                 self._read_ahead, self._read_at = b"", 0
+                self._ack_due, self._loop_queued = 0.0, False  # paho empties its queue
                 return super().reconnect()
         except Exception as exc:
             self.last_connect_error = exc
