@@ -1038,6 +1038,19 @@ def test_replies_to_quick_commands_are_each_written_at_once(
     eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
 
 
+def _pubacks_queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the PUBACKs paho queues from now on (it does so after ``on_message`` returned,
+    so a test that got a message may be ahead of its PUBACK)."""
+    count, original = [0], paho_module._PahoClient._send_puback
+
+    def counted(self: Any, mid: int) -> Any:
+        count[0] += 1
+        return original(self, mid)
+
+    monkeypatch.setattr(paho_module._PahoClient, "_send_puback", counted)
+    return count
+
+
 def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
     broker: Mosquitto,
     observer: Observer,
@@ -1046,11 +1059,11 @@ def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
 ) -> None:
     # The PUBACK of a command waits for the reply and goes out with it, in one send on the
     # replying thread: the network thread writes nothing (it wrote every PUBACK itself).
+    acks = _pubacks_queued(monkeypatch)
     client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
-    eventually(lambda: client.connected, timeout=5)
     paho = client._paho
     assert paho is not None and paho._thread is not None
-    eventually(lambda: not paho._out_packet, timeout=5)  # the subscription probe's PUBACK
+    eventually(lambda: acks[0] == 1 and not paho._out_packet, timeout=5)  # the probe's
     monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)  # only a reply can take it along
     network = _sends_on_this_thread(client, paho._thread)
     here = _sends_on_this_thread(client)
@@ -1058,27 +1071,32 @@ def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
     for i in range(count):
         observer.publish("t/cmd", str(i), qos=1)
         assert inbox.get() == ("t/cmd", str(i).encode(), False)
-        eventually(lambda: len(paho._out_packet) > 0, timeout=5)  # paho queued the PUBACK
+        eventually(lambda n=i + 2: acks[0] == n, timeout=5)  # paho queued its PUBACK
         client.publish("t/reply", str(i), qos=0)
         assert not paho._out_packet  # written, the PUBACK with it
     eventually(lambda: len(observer.messages("t/reply")) == count, timeout=5)
     assert network[0] == 0
     assert here[0] == count  # one send a command: its PUBACK and its reply
+    assert not paho._out_packet
 
 
 def test_a_command_at_qos_1_with_no_reply_is_still_acknowledged(
-    broker: Mosquitto, observer: Observer, clients: list[MqttClient]
+    broker: Mosquitto,
+    observer: Observer,
+    clients: list[MqttClient],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    acks = _pubacks_queued(monkeypatch)
     client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
-    eventually(lambda: client.connected, timeout=5)
     paho = client._paho
     assert paho is not None and paho._thread is not None
-    eventually(lambda: not paho._out_packet, timeout=5)  # the subscription probe's PUBACK
+    eventually(lambda: acks[0] == 1 and not paho._out_packet, timeout=5)  # the probe's
     network = _sends_on_this_thread(client, paho._thread)
     observer.publish("t/cmd", "quiet", qos=1)
     assert inbox.get() == ("t/cmd", b"quiet", False)
     # Nothing takes it along: the loop writes it once it is due (ACK_GRACE).
     eventually(lambda: network[0] == 1, timeout=5)
+    assert acks[0] == 2
     assert not paho._out_packet
 
 

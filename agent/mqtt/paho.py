@@ -106,7 +106,7 @@ ACK_GRACE = 0.002
 next write, which carries it along (see ``_PahoClient.want_write``)..."""
 
 ACKS_HELD = 10
-"""... and at most this many at once: a flood of QoS 1 messages that nobody answers is
+"""... and only until this many packets wait: a flood of QoS 1 messages that nobody answers is
 acknowledged in batches, not paced by the wait, as long as the broker's window of messages
 sent but not acknowledged is at least this large (mosquitto: 20; RabbitMQ's ``mqtt.prefetch``:
 10). A smaller window lets such a flood through one window per ``ACK_GRACE``."""
@@ -268,12 +268,13 @@ class _PahoClient(mqtt.Client):
     # handed the message on, and the loop's next round wrote it: a send of its own, just as
     # the device thread that got the command woke up to answer, so the two threads took the
     # GIL and the write lock from each other. Now, with direct writes (plain TCP), the loop
-    # holds the PUBACKs it queued itself for up to ACK_GRACE, at most ACKS_HELD of them: the
+    # holds the PUBACKs it queued itself for up to ACK_GRACE, until ACKS_HELD packets wait: the
     # device's reply, written on its own thread, takes them along in one send (_coalesce).
     # A command answered later or not at all has its PUBACK written by the loop on its own,
     # as before but up to ACK_GRACE later; so has one whose reply beat paho to queueing it.
     # Anything else the loop queues ends the hold, and so does a write that left data queued
-    # (the socket is full: no reply can take them along sooner). Packets from other threads
+    # (the socket is full: no reply can take them along sooner; or another thread queued
+    # meanwhile, which costs a hold, nothing else). Packets from other threads
     # wake the loop through paho's socket pair, and it then writes everything.
     #
     # The state is racy by design and bounded either way: _ack_due is set before a PUBACK
@@ -293,7 +294,7 @@ class _PahoClient(mqtt.Client):
 
     def _wrote(self) -> None:
         """After a write, write lock held: nothing is held once the queue is empty, nor
-        while the socket takes no more."""
+        while the socket takes no more (or another thread queued meanwhile)."""
         if self._out_packet:
             self._loop_queued = True
         else:
@@ -458,8 +459,8 @@ class _PahoClient(mqtt.Client):
         ``loop_write`` clears the flag before it writes, so a packet queued after that
         sends a byte of its own, and one queued before it is among what it writes. Should a
         byte get lost (the pair closing), the loop still writes at its next round, as it
-        selects for writing whenever paho's queue is not empty (held PUBACKs aside, for at most
-        ``ACK_GRACE``).
+        selects for writing whenever paho's queue is not empty (up to ``ACK_GRACE`` later
+        while it holds PUBACKs).
         """
         wake = getattr(self, "_sockpairW", None)
         if wake is None or self._wake_sent:
