@@ -268,13 +268,13 @@ class _PahoClient(mqtt.Client):
     # handed the message on, and the loop's next round wrote it: a send of its own, just as
     # the device thread that got the command woke up to answer, so the two threads took the
     # GIL and the write lock from each other. Now, with direct writes (plain TCP), the loop
-    # holds the PUBACKs it queued itself for up to ACK_GRACE, until ACKS_HELD packets wait: the
-    # device's reply, written on its own thread, takes them along in one send (_coalesce).
-    # A command answered later or not at all has its PUBACK written by the loop on its own,
-    # as before but up to ACK_GRACE later; so has one whose reply beat paho to queueing it.
-    # Anything else the loop queues ends the hold, and so does a write that left data queued
-    # (the socket is full: no reply can take them along sooner; or another thread queued
-    # meanwhile, which costs a hold, nothing else). Packets from other threads
+    # holds the PUBACKs it queued itself for up to ACK_GRACE, until ACKS_HELD packets wait:
+    # the device's reply, written on its own thread, takes them along in one send
+    # (_coalesce). A command answered later or not at all has its PUBACK written by the loop
+    # on its own, as before but up to ACK_GRACE later; so has one whose reply beat paho to
+    # queueing it. Anything else the loop queues ends the hold, and so does a write that
+    # left data queued (the socket is full: no reply can take them along sooner; or another
+    # thread queued meanwhile, which costs a hold, nothing else). Packets from other threads
     # wake the loop through paho's socket pair, and it then writes everything.
     #
     # The state is racy by design and bounded either way: _ack_due is set before a PUBACK
