@@ -1051,6 +1051,19 @@ def _pubacks_queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count
 
 
+def _commanded(
+    clients: list[MqttClient], broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MqttClient, Inbox, Any, list[int]]:
+    """A client subscribed to ``t/cmd``, its paho client, and the count of PUBACKs queued,
+    once the subscription probe's own PUBACK is written."""
+    acks = _pubacks_queued(monkeypatch)
+    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
+    paho = client._paho
+    assert paho is not None and paho._thread is not None
+    eventually(lambda: acks[0] == 1 and not paho._out_packet, timeout=5)
+    return client, inbox, paho, acks
+
+
 def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
     broker: Mosquitto,
     observer: Observer,
@@ -1059,11 +1072,7 @@ def test_a_command_at_qos_1_is_acknowledged_with_its_reply(
 ) -> None:
     # The PUBACK of a command waits for the reply and goes out with it, in one send on the
     # replying thread: the network thread writes nothing (it wrote every PUBACK itself).
-    acks = _pubacks_queued(monkeypatch)
-    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
-    paho = client._paho
-    assert paho is not None and paho._thread is not None
-    eventually(lambda: acks[0] == 1 and not paho._out_packet, timeout=5)  # the probe's
+    client, inbox, paho, acks = _commanded(clients, broker, monkeypatch)
     monkeypatch.setattr(paho_module, "ACK_GRACE", 3600.0)  # only a reply can take it along
     network = _sends_on_this_thread(client, paho._thread)
     here = _sends_on_this_thread(client)
@@ -1086,11 +1095,7 @@ def test_a_command_at_qos_1_with_no_reply_is_still_acknowledged(
     clients: list[MqttClient],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    acks = _pubacks_queued(monkeypatch)
-    client, inbox, _ = started(clients, settings_for(broker), subscribe=("t/cmd",))
-    paho = client._paho
-    assert paho is not None and paho._thread is not None
-    eventually(lambda: acks[0] == 1 and not paho._out_packet, timeout=5)  # the probe's
+    client, inbox, paho, acks = _commanded(clients, broker, monkeypatch)
     network = _sends_on_this_thread(client, paho._thread)
     observer.publish("t/cmd", "quiet", qos=1)
     assert inbox.get() == ("t/cmd", b"quiet", False)

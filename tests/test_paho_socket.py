@@ -365,7 +365,16 @@ def on_loop(
     return client
 
 
-def on_a_device_thread(work: Callable[[], None]) -> None:
+def publish_from_device(client: _PahoClient, packet: bytes) -> bool:
+    """A QoS 0 publish as MqttClient hands one over on a device thread: queued, then
+    ``write_now``; what that returned."""
+    client.set_deferring(True)
+    queue_packets(client, [(mqtt.PUBLISH, packet, 0, mqtt.MQTTMessageInfo(1))])
+    client.set_deferring(False)
+    return client.write_now()
+
+
+def on_a_device_thread(work: Callable[[], object]) -> None:
     """Run ``work`` on a thread of its own, as a device would; its failure is the test's."""
     failures: list[BaseException] = []
 
@@ -408,13 +417,10 @@ def test_a_puback_waits_for_the_reply_and_goes_out_with_it(
     assert unread(broker) == b""
     reply = publish_packet("t/reply", b"r")
 
-    def device() -> None:  # the thread the command went to answers it
-        client.set_deferring(True)
-        queue_packets(client, [(mqtt.PUBLISH, reply, 0, mqtt.MQTTMessageInfo(1))])
-        client.set_deferring(False)
-        assert client.write_now()
+    def answer() -> None:  # the thread the command went to answers it
+        assert publish_from_device(client, reply)
 
-    on_a_device_thread(device)
+    on_a_device_thread(answer)
     assert read_exactly(broker, len(PUBACK_7 + reply)) == PUBACK_7 + reply
     assert sends[0] == 1  # one send, on the device's thread
     assert not client._out_packet and client._ack_due == 0.0
@@ -476,13 +482,6 @@ def test_a_write_that_leaves_data_queued_ends_the_hold(
     client, _ = pair
     client._send_puback(7)
     big = publish_packet("t/big", b"x" * (8 << 20))  # more than the socket pair takes
-
-    def device() -> None:
-        client.set_deferring(True)
-        queue_packets(client, [(mqtt.PUBLISH, big, 0, mqtt.MQTTMessageInfo(1))])
-        client.set_deferring(False)
-        client.write_now()
-
-    on_a_device_thread(device)
+    on_a_device_thread(lambda: publish_from_device(client, big))
     assert client._out_packet  # the socket took only part of it
     assert client.want_write()  # the loop goes on writing as the socket drains

@@ -292,6 +292,14 @@ class _PahoClient(mqtt.Client):
             self._ack_due = 0.0
         return timeout
 
+    def _write_joined(self) -> Any:
+        """paho's write of its queue, the packets at its head joined (``_coalesce``); the
+        caller holds the write lock."""
+        self._coalesce()
+        rc = super()._packet_write()
+        self._wrote()
+        return rc
+
     def _wrote(self) -> None:
         """After a write, write lock held: nothing is held once the queue is empty, nor
         while the socket takes no more (or another thread queued meanwhile)."""
@@ -409,9 +417,7 @@ class _PahoClient(mqtt.Client):
             rc = super()._packet_write()
         else:
             with self._write_lock:
-                self._coalesce()
-                rc = super()._packet_write()
-                self._wrote()
+                rc = self._write_joined()
         # Not after a failed write: the link is dead, what would be handed over now is lost.
         if self.after_write is not None and rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
             try:
@@ -436,9 +442,7 @@ class _PahoClient(mqtt.Client):
         ):
             local.writing = True
             try:
-                self._coalesce()
-                rc = super()._packet_write()  # errors leave the packet queued for the loop
-                self._wrote()
+                rc = self._write_joined()  # errors leave the packet queued for the loop
             except Exception as exc:  # never into a device thread
                 logger.debug("MQTT direct write failed, left to the network thread: %r", exc)
                 rc = mqtt.MQTT_ERR_CONN_LOST
