@@ -2,8 +2,8 @@
 
 Run from the repository root with the PyPI venv::
 
-    build/venv-pypi/bin/python -m bench --quick        # a smoke run of seconds (CI)
-    build/venv-pypi/bin/python -m bench                # the full run, a few minutes
+    build/venv-pypi/bin/python -m bench --quick        # a smoke run, about a minute (CI)
+    build/venv-pypi/bin/python -m bench                # the full run, about 14 minutes
     build/venv-pypi/bin/python -m bench --only cadence,scale --rounds 5 --keep
     build/venv-pypi/bin/python -m bench --python /usr/bin/python3   # Debian's Python, paho 1.6
 
@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=(__doc__ or "").splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds (CI)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI)")
     parser.add_argument(
         "--only", help=f"comma-separated scenarios to run, of: {', '.join(SCENARIOS)}"
     )

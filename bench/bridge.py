@@ -9,8 +9,11 @@ round by round), each on a topic prefix of its own, against the suite's one mosq
 
 * *start → first state*: spawn → the first state message of any device reaching a
   subscriber that was listening before the spawn (a client in this process, time stamped in
-  its ``on_message``);
-* *idle CPU*: CPU time of the process (all threads, /proc/PID/stat) over the window
+  its ``on_message``); in full mode the median of six spawns a round, this run's and five
+  start-only ones (:func:`first_state_ms`, the two implementations in turns): one start is
+  a noisy sample of ~0.1 s;
+* *idle CPU*: CPU time of the process (its live threads' /proc/PID/task/TID/schedstat, in
+  nanoseconds: 10 ms clock ticks are too coarse for an idle script) over the window
   ``[settle, settle + idle)`` after the first state (full: 10 s after 10 s; quick: 2 s after
   2 s): the ten devices publishing, no command;
 * *RSS* and *HWM* (VmRSS, VmHWM) and *threads* at the end of that window (full: 20 s);
@@ -25,12 +28,14 @@ round by round), each on a topic prefix of its own, against the suite's one mosq
 * *SIGTERM → exit, offline sent*: SIGTERM to the process exiting *and* ``offline`` having
   reached a subscriber of ``{prefix}/status``, whichever is later.
 
-**throughput** — ``"burst <n> <qos>"`` makes the command device (the baseline: a thread of
-its own) publish ``n`` messages ``"<i>"`` back to back on ``{prefix}/echo/burst``
-(``ctx.publish(..., qos=qos)``). A ``mosquitto_sub`` (C, line-buffered through ``stdbuf``)
-subscribed at the same QoS receives them; the figure is ``n`` divided by the time from the
-command's publish to the ``n``-th line. *lost* counts the indices that never arrived
-(must be 0): the run waits at most 60 s for them.
+**throughput** — a run of its own per implementation and round, without the idle window
+and the measured round trips (it settles 2 s and warms the command path up with 50 round
+trips at each QoS); then ``"burst <n> <qos>"`` makes the command device (the baseline: a
+thread of its own) publish ``n`` messages ``"<i>"`` back to back on
+``{prefix}/echo/burst`` (``ctx.publish(..., qos=qos)``). A ``mosquitto_sub`` (C,
+line-buffered through ``stdbuf``) subscribed at the same QoS receives them; the figure is
+``n`` divided by the time from the command's publish to the ``n``-th line. *lost* counts
+the indices that never arrived (must be 0): the run waits at most 60 s for them.
 
 The broker is the suite's (bench.common.Broker: ``set_tcp_nodelay true``; queues bounded
 well above a burst, so the broker drops nothing).
@@ -72,6 +77,7 @@ from bench.common import (  # noqa: E402
     agent_env,
     compile_agent,
     log_tail,
+    median,
     new_client,
     percentile,
     proc_status,
@@ -81,6 +87,7 @@ from bench.common import (  # noqa: E402
 
 IMPLS = ("baseline", "agent")
 WARMUP_COMMANDS = 50
+THROUGHPUT_SETTLE = 2.0  # s after the first state before a throughput run's warm-up
 
 
 @dataclass(frozen=True)
@@ -91,12 +98,13 @@ class Plan:
     idle: float  # s of the idle window
     commands: int  # round trips per QoS
     burst: int  # messages per throughput burst
+    starts: int  # start-only spawns per implementation and round, beside the measured run
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls(settle=2.0, idle=2.0, commands=200, burst=2000)
-        return cls(settle=10.0, idle=10.0, commands=2000, burst=20000)
+            return cls(settle=2.0, idle=2.0, commands=200, burst=2000, starts=0)
+        return cls(settle=10.0, idle=10.0, commands=2000, burst=20000, starts=5)
 
 
 def cpu_ns_exact(pid: int) -> float:
@@ -206,7 +214,8 @@ class Run:
     """What one run of one implementation measured."""
 
     impl: str
-    start_ms: float = math.nan
+    start_ms: float = math.nan  # the median of start_samples
+    start_samples: list[float] = field(default_factory=list)
     idle_cpu_ms: float = math.nan
     rss_mib: float = math.nan
     hwm_mib: float = math.nan
@@ -317,7 +326,13 @@ def in_turns(
 
 
 def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:
-    """The figures of one run; see the module docstring."""
+    """The figures of one run; see the module docstring.
+
+    A throughput run measures only its bursts: after the first state it settles
+    :data:`THROUGHPUT_SETTLE` seconds and warms the command path up with
+    :data:`WARMUP_COMMANDS` round trips at each QoS, without the bridge's idle window and
+    measured round trips (two minutes of a full suite that nothing reported).
+    """
     options, run = session.options, Run(session.impl)
     host, port, prefix = options.broker.host, options.broker.port, session.prefix
     listener = Listener(host, port, [f"{prefix}/+/state", f"{prefix}/status"])
@@ -326,30 +341,21 @@ def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:
         first = listener.first(lambda topic, _: topic.endswith("/state"), 30.0)
         if first is None:
             raise session.failed("no state within 30 s")
-        run.start_ms = (first - spawned) * 1000
-        time.sleep(max(0.0, first + plan.settle - time.monotonic()))
-        cpu0, t0 = cpu_ns_exact(session.pid), time.monotonic()
-        time.sleep(plan.idle)
-        cpu1, t1 = cpu_ns_exact(session.pid), time.monotonic()
-        idle_rate = (cpu1 - cpu0) / (t1 - t0)
-        run.idle_cpu_ms = idle_rate * 10.0 * 1000  # per 10 s, as the issue's table
-        status = proc_status(session.pid)
-        run.rss_mib, run.hwm_mib = status["VmRSS"] / 1024, status["VmHWM"] / 1024
-        run.threads = status["Threads"]
+        run.start_samples.append((first - spawned) * 1000)
+        run.start_ms = median(run.start_samples)
+        settle = min(plan.settle, THROUGHPUT_SETTLE) if throughput else plan.settle
+        time.sleep(max(0.0, first + settle - time.monotonic()))
+        idle_rate = 0.0 if throughput else _measure_idle(session, plan, run)
         probe = Probe(host, port, prefix)
         try:
             for qos in (1, 0):
-                for seq in range(WARMUP_COMMANDS):
+                for seq in range(WARMUP_COMMANDS):  # unmeasured, and unchecked as ever
                     probe.round_trip(seq, qos)
-                samples: list[float] = []
+                if throughput:
+                    continue
                 c0, w0 = cpu_ns_exact(session.pid), time.monotonic()
-                for seq in range(WARMUP_COMMANDS, WARMUP_COMMANDS + plan.commands):
-                    samples.append(probe.round_trip(seq, qos) * 1000)
+                run.rtt_ms[qos] = _round_trips(session, probe, WARMUP_COMMANDS, plan.commands, qos)
                 c1, w1 = cpu_ns_exact(session.pid), time.monotonic()
-                if any(math.isnan(s) for s in samples):
-                    lost = sum(math.isnan(s) for s in samples)
-                    raise session.failed(f"{lost} command(s) at QoS {qos} got no answer")
-                run.rtt_ms[qos] = samples
                 work = (c1 - c0) - idle_rate * (w1 - w0)
                 run.cpu_per_command_us[qos] = work / plan.commands * 1e6
             if throughput:
@@ -376,6 +382,29 @@ def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:
         if session.proc is not None:
             options.children.end(session.proc, timeout=5.0)
     return run
+
+
+def _measure_idle(session: Session, plan: Plan, run: Run) -> float:
+    """The idle window: CPU (returned as CPU seconds a second, and per 10 s into ``run``),
+    then RSS, HWM and threads at its end."""
+    cpu0, t0 = cpu_ns_exact(session.pid), time.monotonic()
+    time.sleep(plan.idle)
+    cpu1, t1 = cpu_ns_exact(session.pid), time.monotonic()
+    idle_rate = (cpu1 - cpu0) / (t1 - t0)
+    run.idle_cpu_ms = idle_rate * 10.0 * 1000  # per 10 s, as the issue's table
+    status = proc_status(session.pid)
+    run.rss_mib, run.hwm_mib = status["VmRSS"] / 1024, status["VmHWM"] / 1024
+    run.threads = status["Threads"]
+    return idle_rate
+
+
+def _round_trips(session: Session, probe: Probe, first: int, count: int, qos: int) -> list[float]:
+    """``count`` round trips one at a time, sequence numbers from ``first``: milliseconds."""
+    samples = [probe.round_trip(seq, qos) * 1000 for seq in range(first, first + count)]
+    lost = sum(math.isnan(s) for s in samples)
+    if lost:
+        raise session.failed(f"{lost} command(s) at QoS {qos} got no answer")
+    return samples
 
 
 def burst(session: Session, probe: Probe, count: int, qos: int) -> tuple[float, int]:
@@ -433,10 +462,45 @@ def _rounds(options: Options, throughput: bool, name: str) -> dict[str, list[Run
     runs: dict[str, list[Run]] = {impl: [] for impl in IMPLS}
     for r in range(options.rounds):
         order = IMPLS if r % 2 == 0 else tuple(reversed(IMPLS))
+        folder = options.workdir / name
         for impl in order:
-            session = Session(impl, options, options.workdir / name / f"{impl}-{r}")
+            session = Session(impl, options, folder / f"{impl}-{r}")
             runs[impl].append(measure_bridge(session, plan, throughput))
+        if not throughput:
+            _more_starts(options, plan.starts, order, {i: runs[i][-1] for i in IMPLS}, folder, r)
     return runs
+
+
+def _more_starts(
+    options: Options, count: int, order: Sequence[str], last: dict[str, Run], folder: Path, r: int
+) -> None:
+    """``count`` start-only spawns of each implementation, in turns, added to the start
+    samples of this round's runs (``last``): a start is one sample of a noisy ~0.1 s, so
+    the figure of a round is the median of 1 + ``count`` of them, not one."""
+    for k in range(count):
+        for impl in order:
+            session = Session(impl, options, folder / f"{impl}-{r}-start{k}")
+            last[impl].start_samples.append(first_state_ms(session, options))
+            time.sleep(0.2)  # the broker forgets the last client before the next
+    for run in last.values():
+        run.start_ms = median(run.start_samples)
+
+
+def first_state_ms(session: Session, options: Options) -> float:
+    """Spawn ``session`` and return the milliseconds until its first state arrived; the
+    process is ended then."""
+    broker = options.broker
+    listener = Listener(broker.host, broker.port, [f"{session.prefix}/+/state"])
+    try:
+        spawned = session.start()
+        first = listener.first(lambda topic, _payload: True, 30.0)
+        if first is None:
+            raise session.failed("no state within 30 s")
+        return (first - spawned) * 1000
+    finally:
+        if session.proc is not None:
+            options.children.end(session.proc)
+        listener.close()
 
 
 def _figure(
@@ -462,9 +526,16 @@ def _p(q: float, qos: int) -> Callable[[Run], float]:
 
 
 def run_bridge(options: Options) -> list[Figure]:
-    """The bridge scenario: start, footprint, idle CPU, command round trips, SIGTERM."""
+    """The bridge scenario: start, footprint, idle CPU, command round trips, SIGTERM.
+
+    ``options.rounds`` rounds, each a measured run of the baseline and of agent (the order
+    alternates) and, in full mode, five start-only spawns of each in turns. A measured run
+    settles 10 s after its first state, measures 10 s idle (quick: 2 s and 2 s), then 2,000
+    round trips at QoS 1 and 2,000 at QoS 0 (quick: 200) after 50 unmeasured ones each.
+    """
     runs = _rounds(options, throughput=False, name="bridge")
     for impl in IMPLS:
+        options.raw[f"bridge.start_ms.{impl}"] = [s for r in runs[impl] for s in r.start_samples]
         for qos in (1, 0):
             options.raw[f"bridge.rtt_ms.qos{qos}.{impl}"] = list(
                 itertools.chain.from_iterable(r.rtt_ms[qos] for r in runs[impl])
@@ -492,9 +563,14 @@ def run_bridge(options: Options) -> list[Figure]:
 
 
 def run_throughput(options: Options) -> list[Figure]:
-    """The throughput scenario: back-to-back bursts at QoS 1 and QoS 0, nothing lost."""
+    """The throughput scenario: back-to-back bursts at QoS 1 and QoS 0, nothing lost.
+
+    ``options.rounds`` rounds, each a run of the baseline and of agent (the order alternates)
+    that bursts 20,000 messages (quick: 2,000) at QoS 1 and then at QoS 0. A missing
+    ``mosquitto_sub`` fails this scenario, with the command that installs it.
+    """
     if shutil.which("mosquitto_sub") is None:
-        raise SystemExit(
+        raise RuntimeError(
             "bench throughput: mosquitto_sub not found; install it: "
             "sudo apt-get install mosquitto-clients"
         )

@@ -5,9 +5,10 @@ Run from the repository root with the PyPI venv::
     build/venv-pypi/bin/python bench/burst.py --rounds 5
     build/venv-pypi/bin/python bench/burst.py --rounds 5 --agent-root /tmp/before --agent-root .
 
-The suite's throughput figure (``python -m bench``, scenario ``throughput``) measures each
-side in its own stretch of minutes; on a shared machine the two stretches differ more than
-a change worth measuring. This measures the same figure — bench/bridge.py's ``Session``,
+The suite's throughput figure (``python -m bench``, scenario ``throughput``) has three bursts
+a side, each after its process settled 2 s and answered 100 warm-up commands; on a shared
+machine their spread is larger than a change worth measuring. This measures the same figure,
+right after the first state (no settle, no warm-up) — bench/bridge.py's ``Session``,
 ``Probe`` and ``burst``: the command device publishes ``n`` messages back to back, a
 ``mosquitto_sub`` receives them, messages per second from the command to the last one — in
 rounds, each round running the script and then each agent checkout (``.`` or no

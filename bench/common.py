@@ -134,7 +134,7 @@ class Figure:
 class Options:
     """What ``python -m bench`` hands every scenario's ``run(options) -> list[Figure]``."""
 
-    quick: bool  # a smoke run of seconds: the suite keeps working (CI)
+    quick: bool  # a smoke run of about a minute: the suite keeps working (CI)
     rounds: int  # agent and baseline each run this many times, alternately
     python: str  # the interpreter of agent, baselines and helpers
     workdir: Path  # a scenario writes under workdir / its name

@@ -693,7 +693,7 @@ def run_fleet(options: Options, job: Job | None = None) -> list[Figure]:
     observer = FleetObserver(options.broker.host, options.broker.port)
     try:
         for round_ in range(1, options.rounds + 1):
-            for impl in IMPLS:
+            for impl in IMPLS if round_ % 2 else tuple(reversed(IMPLS)):  # first in turns
                 run = run_once(impl, job, folder / f"round{round_}-{impl}", options, observer)
                 runs[impl].append(run)
                 print(f"fleet: round {round_}, {impl}: {progress(run)}", file=sys.stderr)

@@ -160,7 +160,7 @@ def draw_suite(raw: Mapping[str, Any], directory: Path) -> list[Path]:
             title = f"Command round trip at QoS {qos[-1]}: agent against the baseline script"
             written.append(latency_cdf(directory / f"rtt-{qos}.png", title, series, "ms"))
     for key, name, label in (
-        ("rss_mb", "scale-rss.png", "VmRSS at the window's end (MB)"),
+        ("rss_mb", "scale-rss.png", "VmRSS at the window's end (MiB)"),
         ("cpu_pct", "scale-cpu.png", "CPU over the window (% of one core)"),
     ):
         points = {

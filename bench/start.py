@@ -5,8 +5,9 @@ Run from the repository root with the PyPI venv::
     build/venv-pypi/bin/python bench/start.py --rounds 30
     build/venv-pypi/bin/python bench/start.py --rounds 30 --agent-root /tmp/before --agent-root .
 
-The suite's start figure (``python -m bench``, scenario ``bridge``) has three samples a
-side; on a shared machine their spread is larger than a start-up change worth measuring.
+The suite's start figure (``python -m bench``, scenario ``bridge``) has 18 samples a side
+(six spawns a round); on a shared machine their spread is still larger than a start-up
+change worth measuring.
 This measures that one figure the same way — bench/bridge.py's ``Session`` and ``Listener``:
 the same app and config, environment, broker and clock — many times, alternating: each
 round starts the bridge baseline, then each agent checkout in the order given (``.`` or no
@@ -24,24 +25,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bridge import Listener, Session, checkout_arguments, in_turns
-from bench.common import Options, median
-
-
-def first_state_ms(session: Session, options: Options) -> float:
-    """Spawn ``session`` and return the milliseconds until its first state arrived."""
-    broker = options.broker
-    listener = Listener(broker.host, broker.port, [f"{session.prefix}/+/state"])
-    try:
-        spawned = session.start()
-        first = listener.first(lambda topic, _payload: True, 30.0)
-        if first is None:
-            raise session.failed("no state within 30 s")
-        return (first - spawned) * 1000
-    finally:
-        if session.proc is not None:
-            options.children.end(session.proc)
-        listener.close()
+from bench.bridge import Session, checkout_arguments, first_state_ms, in_turns
+from bench.common import median
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,7 +202,7 @@ def run(
     io1 = proc_io()
     backend.close()
     if failures:
-        raise SystemExit(f"saves failed: {failures[:3]}")
+        raise RuntimeError(f"saves failed: {failures[:3]}")  # a failure of this scenario
     return Result(
         scenario,
         count,

@@ -38,7 +38,7 @@ Scenarios (``--scenario``):
 * ``many`` — 1,000 devices every 1 s for 60 s, ungrouped and in 10 groups (``group=``, which
   the agent may not have yet: then "not available"); the baseline of the grouped job has one
   thread per group calling its 100 devices one after the other; targets: CPU ≤ 2× the
-  baseline's, RSS ≤ 40 MB, 0 skipped ticks, max |drift| and p99 |jitter| ≤ 15 ms;
+  baseline's, RSS ≤ 40 MiB, 0 skipped ticks, max |drift| and p99 |jitter| ≤ 15 ms;
 * ``footprint`` — 0 devices and N devices for a short while: RSS and threads, so the cost of
   one device (thread, inbox, context, job) can be read off;
 * ``all`` (default) — the three.
@@ -706,7 +706,7 @@ def short_path(filename: str) -> str:
 
 
 def traced(job: Job, impl: str, folder: Path, setup: Setup) -> tuple[dict[str, Any], float]:
-    """One run of ``job`` with tracemalloc on: its report and the VmRSS (MB) when ready."""
+    """One run of ``job`` with tracemalloc on: its report and the VmRSS (MiB) when ready."""
     proc, _ = start_run(impl, replace(job, tracemalloc=True), folder, setup)
     try:
         ready, why = wait_ready(proc, folder, timeout=120.0 + 0.1 * job.devices)
@@ -741,12 +741,12 @@ def memory_diagnostic(devices: int, impl: str, folder: Path, setup: Setup) -> st
             blocks[short] += sign * count
     total = full["total"] - zero["total"]
     rows = [
-        f"{devices} devices minus 0 devices: Python memory {total / 1024:.0f} kB, "
-        f"{total / n / 1024:.1f} kB a device in {(full['count'] - zero['count']) / n:.0f} "
-        f"blocks; RSS {rss1 - rss0:.1f} MB more, {(rss1 - rss0) * 1024 / n:.1f} kB a device "
+        f"{devices} devices minus 0 devices: Python memory {total / 1024:.0f} KiB, "
+        f"{total / n / 1024:.1f} KiB a device in {(full['count'] - zero['count']) / n:.0f} "
+        f"blocks; RSS {rss1 - rss0:.1f} MiB more, {(rss1 - rss0) * 1024 / n:.1f} KiB a device "
         "(with tracemalloc's own overhead; the rest of the RSS is native: thread stacks, "
         "malloc arenas)\n",
-        "| file | kB per device | blocks per device |",
+        "| file | KiB per device | blocks per device |",
         "|---|---|---|",
     ]
     for name, size in by_file.most_common(12):
@@ -771,7 +771,7 @@ def run_rows(runs: Iterable[Run]) -> str:
         "| job | impl | ticks/device (expected) | skipped (own count) | "
         "\\|jitter\\| p50 / p99 / max ms (p99 from the first tick) | max \\|drift\\| ms | "
         "CPU % of a core | "
-        "RSS peak / end / HWM MB | threads | ready after s | packets at broker / handler calls |"
+        "RSS peak / end / HWM MiB | threads | ready after s | packets at broker / handler calls |"
     )
     rows = [header, "|" + "---|" * 11]
     for r in runs:
@@ -886,10 +886,10 @@ def target_rows(pairs: Iterable[tuple[Run, Run]]) -> str:
                     f"{base.cpu_pct:.1f} %",
                 )
             row(
-                "RSS ≤ 40 MB (peak VmHWM)",
-                f"{agent.hwm_mb:.1f} MB",
+                "RSS ≤ 40 MiB (peak VmHWM)",
+                f"{agent.hwm_mb:.1f} MiB",
                 agent.hwm_mb <= 40.0,
-                f"{base.hwm_mb:.1f} MB" if base.ok else "—",
+                f"{base.hwm_mb:.1f} MiB" if base.ok else "—",
             )
             row("skipped ticks 0", str(a.skipped), a.skipped == 0, str(b.skipped))
             row(
@@ -911,7 +911,7 @@ def footprint_rows(runs: Sequence[Run]) -> str:
     """RSS and threads with 0 and N devices, and the cost of one device (each N-device run
     against the latest 0-device run of the same implementation before it)."""
     rows = [
-        "| impl | devices | RSS end MB | VmHWM MB | threads | RSS per device kB |",
+        "| impl | devices | RSS end MiB | VmHWM MiB | threads | RSS per device KiB |",
         "|---|---|---|---|---|---|",
     ]
     for impl in ("agent", "baseline"):
@@ -1082,7 +1082,8 @@ def run_scale(options: Options) -> list[Figure]:
 
     * ``CPU`` — utime + stime over the window, % of one core; target ≤ 2× the baseline's;
     * ``RSS (VmHWM)`` — the kernel's high-water mark of the whole run at the window's end,
-      MB; target ≤ 40 MB;
+      MiB (every memory figure here is in binary units, as /proc counts: kB there is
+      KiB); target ≤ 40 MiB, the telemetry issue's "40 MB" read in those units;
     * ``threads`` — the most /proc/PID/status showed during the window;
     * ``skipped ticks`` (target 0), ``max |drift|`` and ``p99 |jitter|`` (targets ≤ 15 ms),
       as the module docstring defines them.
@@ -1095,7 +1096,7 @@ def run_scale(options: Options) -> list[Figure]:
     (the steady state, without the start-up's peak) and CPU over the window, for the plot
     "RSS and CPU against device count". Two more rows come from it: ``RSS with 0 devices``
     (what the runtime and its imports cost) and ``RSS per device`` — ``(RSS(N) − RSS(0)) /
-    N`` in kB, N the ungrouped job's count: what one more device costs.
+    N`` in KiB, N the ungrouped job's count: what one more device costs.
     """
     setup = suite_setup(options)
     quick = options.quick
@@ -1125,7 +1126,7 @@ def run_scale(options: Options) -> list[Figure]:
                 )
         rows: list[Row] = [
             ("CPU", "% of a core", lambda r: r.cpu_pct, Target("ratio_max", 2.0)),
-            ("RSS (VmHWM)", "MB", lambda r: r.hwm_mb, Target("max", 40.0)),
+            ("RSS (VmHWM)", "MiB", lambda r: r.hwm_mb, Target("max", 40.0)),
             ("threads", "threads", lambda r: r.threads, None),
             ("skipped ticks", "ticks", lambda r: r.metrics.skipped, Target("max", 0)),
             ("max |drift|", "ms", lambda r: r.metrics.drift_max_ms, Target("max", 15.0)),
@@ -1148,7 +1149,7 @@ def run_scale(options: Options) -> list[Figure]:
         for impl in ("agent", "baseline")
     }
     figures.append(
-        Figure("scale", "RSS with 0 devices (VmRSS)", "MB", [zero["agent"]], [zero["baseline"]])
+        Figure("scale", "RSS with 0 devices (VmRSS)", "MiB", [zero["agent"]], [zero["baseline"]])
     )
     per_device = {
         impl: (medians.get(impl, (math.nan,))[0] - zero[impl]) * 1024 / n
@@ -1158,7 +1159,7 @@ def run_scale(options: Options) -> list[Figure]:
         Figure(
             "scale",
             f"RSS per device, 0 → {n:,} devices (VmRSS)",
-            "kB",
+            "KiB",
             [per_device["agent"]],
             [per_device["baseline"]],
         )
@@ -1361,7 +1362,7 @@ def print_progress(run: Run, prefix: str = "") -> None:
         f"{prefix}{run.job.label} / {run.impl}: {run.status}, "
         f"ticks {run.metrics.ticks_min}–{run.metrics.ticks_max}, "
         f"p99 {fmt(run.metrics.jitter_p99_ms, 2)} ms, "
-        f"CPU {fmt(run.cpu_pct)} %, HWM {fmt(run.hwm_mb)} MB",
+        f"CPU {fmt(run.cpu_pct)} %, HWM {fmt(run.hwm_mb)} MiB",
         flush=True,
     )
     for note in run.notes:
