@@ -35,7 +35,7 @@ The end: one Markdown table of every figure (see bench/report.py for how each co
 computed), the JSON of every figure's per-round values and of the raw samples
 (``--json FILE``; default ``results.json`` in the work folder, which is otherwise removed
 unless ``--keep``), and the plots (``--plots DIR``; default ``docs/benchmarks/`` in full
-mode, none in quick mode; see bench/plots.py).
+mode, none in quick mode or with ``--agent-root``; see bench/plots.py).
 
 Exit status: 0 when every scenario ran, whether or not its targets were met (these are
 measurements, not tests); 1 when one raised (after the others ran and the table was
@@ -248,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     plots = args.plots
-    if plots is None and not args.quick:
-        plots = REPO / "docs" / "benchmarks"
+    if plots is None and not args.quick and args.agent_root is None:
+        plots = REPO / "docs" / "benchmarks"  # another checkout's run must not replace them
     if plots is not None:
         from bench.plots import require_matplotlib
 

@@ -6,9 +6,10 @@ Run from the repository root with the PyPI venv::
     build/venv-pypi/bin/python bench/burst.py --rounds 5 --agent-root /tmp/before --agent-root .
 
 The suite's throughput figure (``python -m bench``, scenario ``throughput``) has three bursts
-a side, each after its process settled 2 s and answered 100 warm-up commands; on a shared
-machine their spread is larger than a change worth measuring. This measures the same figure,
-right after the first state (no settle, no warm-up) — bench/bridge.py's ``Session``,
+a side per QoS, one per process, which settled 2 s and answered 100 warm-up commands before
+its QoS 1 burst and then bursts at QoS 0; on a shared machine their spread is larger than a
+change worth measuring. This measures the same figure, a fresh process per burst right
+after its first state (no settle, no warm-up) — bench/bridge.py's ``Session``,
 ``Probe`` and ``burst``: the command device publishes ``n`` messages back to back, a
 ``mosquitto_sub`` receives them, messages per second from the command to the last one — in
 rounds, each round running the script and then each agent checkout (``.`` or no
