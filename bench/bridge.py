@@ -214,7 +214,6 @@ class Run:
     """What one run of one implementation measured."""
 
     impl: str
-    start_ms: float = math.nan  # the median of start_samples
     start_samples: list[float] = field(default_factory=list)
     idle_cpu_ms: float = math.nan
     rss_mib: float = math.nan
@@ -225,6 +224,12 @@ class Run:
     sigterm_ms: float = math.nan
     rate: dict[int, float] = field(default_factory=dict)  # msg/s by QoS
     lost: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def start_ms(self) -> float:
+        """Spawn → first state: the median of ``start_samples`` (this run's and any
+        start-only spawns of its round)."""
+        return median(self.start_samples)
 
 
 class Session:
@@ -342,7 +347,6 @@ def measure_bridge(session: Session, plan: Plan, throughput: bool) -> Run:
         if first is None:
             raise session.failed("no state within 30 s")
         run.start_samples.append((first - spawned) * 1000)
-        run.start_ms = median(run.start_samples)
         settle = min(plan.settle, THROUGHPUT_SETTLE) if throughput else plan.settle
         time.sleep(max(0.0, first + settle - time.monotonic()))
         idle_rate = 0.0 if throughput else _measure_idle(session, plan, run)
@@ -460,9 +464,9 @@ def burst(session: Session, probe: Probe, count: int, qos: int) -> tuple[float, 
 def _rounds(options: Options, throughput: bool, name: str) -> dict[str, list[Run]]:
     plan = Plan.of(options.quick)
     runs: dict[str, list[Run]] = {impl: [] for impl in IMPLS}
+    folder = options.workdir / name
     for r in range(options.rounds):
         order = IMPLS if r % 2 == 0 else tuple(reversed(IMPLS))
-        folder = options.workdir / name
         for impl in order:
             session = Session(impl, options, folder / f"{impl}-{r}")
             runs[impl].append(measure_bridge(session, plan, throughput))
@@ -482,8 +486,6 @@ def _more_starts(
             session = Session(impl, options, folder / f"{impl}-{r}-start{k}")
             last[impl].start_samples.append(first_state_ms(session, options))
             time.sleep(0.2)  # the broker forgets the last client before the next
-    for run in last.values():
-        run.start_ms = median(run.start_samples)
 
 
 def first_state_ms(session: Session, options: Options) -> float:
